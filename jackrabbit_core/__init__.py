@@ -1,0 +1,32 @@
+"""jackrabbit's sans-I/O core: protocol, queues, failover and the store, with no sockets,
+threads or clock reads. Both runtime shells drive ``Server`` (and clients ``ClientProtocol``);
+see ``server.py`` for the calling contract and ``docs/protocol.md`` for the rules.
+"""
+
+from .actions import Action, CloseTransport, PauseReading, ResumeReading, Send, WriteBatch
+from .client import ClientProtocol
+from .config import Config, parse_args
+from .exceptions import ConfigError, InvalidState, JackrabbitError, StoreError
+from .server import Authenticator, Refusal, Server
+from .store import Batch, Store
+
+__all__ = [
+    "Action",
+    "Authenticator",
+    "Batch",
+    "ClientProtocol",
+    "CloseTransport",
+    "Config",
+    "ConfigError",
+    "InvalidState",
+    "JackrabbitError",
+    "PauseReading",
+    "Refusal",
+    "ResumeReading",
+    "Send",
+    "Server",
+    "Store",
+    "StoreError",
+    "WriteBatch",
+    "parse_args",
+]

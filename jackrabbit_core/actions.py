@@ -1,0 +1,58 @@
+"""What the core asks a shell to do: side effects as data (STYLE practice 1).
+
+The shell drains ``Server.actions()`` after every call into the core and carries these out in
+order. They are the only way the core reaches the outside world.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .store import Batch
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Write ``data`` to connection ``conn``'s transport."""
+
+    conn: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseTransport:
+    """Close ``conn``'s transport once everything sent before it is written.
+
+    The core has forgotten the connection: later calls naming it are ignored.
+    """
+
+    conn: int
+
+
+@dataclass(frozen=True, slots=True)
+class PauseReading:
+    """Stop reading from ``conn``: its unconfirmed adds piled up (backpressure)."""
+
+    conn: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeReading:
+    """Read from ``conn`` again."""
+
+    conn: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBatch:
+    """Persist ``batch`` with ``Store.write`` off the event loop, then call
+    ``Server.batch_written()`` (or ``Server.batch_failed()``).
+
+    At most one is outstanding at a time: the next one fills while this one syncs
+    (group commit, protocol §7.1).
+    """
+
+    batch: Batch
+
+
+Action = Send | CloseTransport | PauseReading | ResumeReading | WriteBatch
