@@ -65,8 +65,7 @@ def _client_parser(prog: str, verb: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--ca",
         default=None,
-        help="CA file to trust (default: the --dev CA under ./tmp if it exists, else the "
-        "system's)",
+        help="CA file to trust (default: the --dev CA under ./tmp if it exists, else the system's)",
     )
     return parser
 

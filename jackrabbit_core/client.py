@@ -9,6 +9,7 @@ here so the two runtimes cannot disagree.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -145,10 +146,8 @@ class ClientProtocol:
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Start the close handshake."""
         if not self.closed:
-            try:
+            with contextlib.suppress(WSProtocolError):
                 self._out.append(self._ws.send(CloseConnection(code=code, reason=reason)))
-            except WSProtocolError:
-                pass
 
     def _req(self) -> int:
         req = self._next_req
@@ -158,10 +157,8 @@ class ClientProtocol:
     def _send(self, request: dict[str, Any]) -> None:
         if self.closed:
             return
-        try:
+        with contextlib.suppress(WSProtocolError):
             self._out.append(self._ws.send(BytesMessage(data=msgpack.packb(request))))
-        except WSProtocolError:
-            pass
 
     # -- input ----------------------------------------------------------------------------
 
@@ -194,10 +191,8 @@ class ClientProtocol:
         elif isinstance(event, Ping):
             self._out.append(self._ws.send(event.response()))
         elif isinstance(event, CloseConnection):
-            try:
+            with contextlib.suppress(WSProtocolError):
                 self._out.append(self._ws.send(event.response()))
-            except WSProtocolError:
-                pass
             self._finish(event.code, event.reason or "")
 
     def _finish(self, code: int, reason: str) -> None:

@@ -90,27 +90,71 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--host", default=defaults.host, help="address to listen on (default %(default)s)")
-    add("--port", type=_port, default=defaults.port,
-        help="TCP port; 0 picks a free one (default %(default)s)")
-    add("--db", "--save-path", dest="db", default=defaults.db,
-        help="RocksDB directory (default %(default)s)")
-    add("--chain-cert", "--chain_cert", "--cert", dest="chain_cert",
-        default=defaults.chain_cert, help="PEM certificate chain (default %(default)s)")
-    add("--private-key", "--private_key", "--cert-path", dest="private_key",
-        default=defaults.private_key, help="PEM private key (default %(default)s)")
-    add("--dev", action="store_true",
+    add(
+        "--port",
+        type=_port,
+        default=defaults.port,
+        help="TCP port; 0 picks a free one (default %(default)s)",
+    )
+    add(
+        "--db",
+        "--save-path",
+        dest="db",
+        default=defaults.db,
+        help="RocksDB directory (default %(default)s)",
+    )
+    add(
+        "--chain-cert",
+        "--chain_cert",
+        "--cert",
+        dest="chain_cert",
+        default=defaults.chain_cert,
+        help="PEM certificate chain (default %(default)s)",
+    )
+    add(
+        "--private-key",
+        "--private_key",
+        "--cert-path",
+        dest="private_key",
+        default=defaults.private_key,
+        help="PEM private key (default %(default)s)",
+    )
+    add(
+        "--dev",
+        action="store_true",
         help="self-signed certificates for localhost, kept under the db directory; "
-             "binds 127.0.0.1:8443 unless --host/--port are given")
-    add("--fsync", choices=("always", "never"), default=defaults.fsync,
-        help="fsync each batch before confirming adds (default %(default)s)")
-    add("--max-message-bytes", type=_positive_int, default=defaults.max_message_bytes,
-        help="largest message accepted, in bytes (default %(default)s)")
-    add("--heartbeat", type=_seconds, default=defaults.heartbeat,
-        help="ping interval in seconds; a peer silent for two is dropped (default %(default)s)")
-    add("--max-connections", type=_positive_int, default=defaults.max_connections,
-        help="connections beyond this get HTTP 503 (default %(default)s)")
-    add("--handover-timeout", type=_seconds, default=defaults.handover_timeout,
-        help="seconds a planned handover waits for acks (default %(default)s)")
+        "binds 127.0.0.1:8443 unless --host/--port are given",
+    )
+    add(
+        "--fsync",
+        choices=("always", "never"),
+        default=defaults.fsync,
+        help="fsync each batch before confirming adds (default %(default)s)",
+    )
+    add(
+        "--max-message-bytes",
+        type=_positive_int,
+        default=defaults.max_message_bytes,
+        help="largest message accepted, in bytes (default %(default)s)",
+    )
+    add(
+        "--heartbeat",
+        type=_seconds,
+        default=defaults.heartbeat,
+        help="ping interval in seconds; a peer silent for two is dropped (default %(default)s)",
+    )
+    add(
+        "--max-connections",
+        type=_positive_int,
+        default=defaults.max_connections,
+        help="connections beyond this get HTTP 503 (default %(default)s)",
+    )
+    add(
+        "--handover-timeout",
+        type=_seconds,
+        default=defaults.handover_timeout,
+        help="seconds a planned handover waits for acks (default %(default)s)",
+    )
     return parser
 
 

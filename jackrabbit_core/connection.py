@@ -16,7 +16,9 @@ true and the data is written, close the transport.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import h11
@@ -243,7 +245,9 @@ class Connection:
         self._http = None
         self.phase = Phase.CLOSING
 
-    def accept(self, request: UpgradeRequest, subprotocol: str | None = None) -> list[ConnectionEvent]:
+    def accept(
+        self, request: UpgradeRequest, subprotocol: str | None = None
+    ) -> list[ConnectionEvent]:
         """Complete the upgrade; return events from frames that arrived with the request.
 
         Answers 400 (or 426 for a wrong WebSocket version) and closes instead when the upgrade
@@ -326,10 +330,8 @@ class Connection:
         ws = self._ws
         if ws is not None and self.phase is Phase.OPEN:
             # Echo the close (RFC 6455 §5.5.1); the exchange is then over.
-            try:
+            with contextlib.suppress(WSProtocolError):
                 self._out.append(ws.send(event.response()))
-            except WSProtocolError:
-                pass
         self._ws = None
         self.phase = Phase.CLOSED
         return self._report(event.code, event.reason or "")
@@ -368,14 +370,11 @@ class Connection:
         return self._lost(1006, "timed out")
 
 
-def _is_upgrade(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name == b"upgrade" and value.lower() == b"websocket":
-            return True
-    return False
+def _is_upgrade(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    return any(name == b"upgrade" and value.lower() == b"websocket" for name, value in headers)
 
 
-def _subprotocols(headers: list[tuple[bytes, bytes]]) -> tuple[str, ...]:
+def _subprotocols(headers: Sequence[tuple[bytes, bytes]]) -> tuple[str, ...]:
     found: list[str] = []
     for name, value in headers:
         if name == b"sec-websocket-protocol":

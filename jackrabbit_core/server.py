@@ -413,7 +413,9 @@ class Server:
         if isinstance(command, envelope.Invalid):
             self._invalid(conn, session, command)
             return
-        dialect = command.dialect if isinstance(command, envelope.Add | envelope.Take) else Dialect.V1
+        dialect = (
+            command.dialect if isinstance(command, envelope.Add | envelope.Take) else Dialect.V1
+        )
         if session.dialect is None:
             session.dialect = dialect
         elif session.dialect is not dialect:
@@ -631,4 +633,3 @@ class Server:
             found.extend(window)
             seq = window[-1].seq + 1
         return found
-

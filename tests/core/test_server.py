@@ -1,0 +1,306 @@
+"""The server facade end to end, in memory: peers, a fake clock and a real store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from jackrabbit_core.client import (
+    Added,
+    Closed,
+    Delivery,
+    Opened,
+    RoleChanged,
+    ServerError,
+    Subscribed,
+)
+
+from .world import Peer, World
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(str(tmp_path / "db"))
+    yield w
+    w.close()
+
+
+def opened(world: World, path: str = "/") -> Peer:
+    peer = world.peer(path)
+    assert world.take_events(peer) == [Opened()]
+    return peer
+
+
+def add(world: World, peer: Peer, data: bytes, key: str | None = None) -> Added:
+    peer.protocol.add(data, key)
+    world.flush(peer)
+    (event,) = world.take_events(peer)
+    assert isinstance(event, Added), event
+    return event
+
+
+def test_adds_are_numbered_from_one_and_confirmed_after_the_batch(tmp_path: Path) -> None:
+    world = World(str(tmp_path / "db"), auto_write=False)
+    producer = opened(world)
+    producer.protocol.add(b"a")
+    producer.protocol.add(b"b")
+    world.flush(producer)
+    assert world.take_events(producer) == []  # nothing confirmed before it is durable
+    world.release()
+    events = world.take_events(producer)
+    assert [(e.seq, e.req) for e in events if isinstance(e, Added)] == [(1, 1), (2, 2)]
+    world.close()
+
+
+def test_group_commit_one_batch_in_flight_the_next_fills(tmp_path: Path) -> None:
+    world = World(str(tmp_path / "db"), auto_write=False)
+    producer = opened(world)
+    producer.protocol.add(b"1")
+    world.flush(producer)
+    assert len(world.held) == 1
+    for i in range(5):
+        producer.protocol.add(b"%d" % i)
+    world.flush(producer)
+    assert len(world.held) == 1  # the next batch waits for the first to be durable
+    world.release()
+    assert len(world.held) == 1 and world.held[0].messages == 5
+    world.release()
+    assert [e.seq for e in world.take_events(producer) if isinstance(e, Added)] == list(range(1, 7))
+    world.close()
+
+
+def test_delivery_ack_and_failover_redelivers_in_order(world: World) -> None:
+    producer, main, spare = opened(world), opened(world), opened(world)
+    main.protocol.take(prefetch=10)
+    world.flush(main)
+    spare.protocol.take()
+    world.flush(spare)
+    assert world.take_events(main) == [Subscribed("active", 1)]
+    assert world.take_events(spare) == [Subscribed("standby", None)]
+    for i in range(4):
+        add(world, producer, b"m%d" % i)
+    got = [e for e in world.take_events(main) if isinstance(e, Delivery)]
+    assert [(d.seq, d.data, d.redelivered) for d in got] == [
+        (1, b"m0", False),
+        (2, b"m1", False),
+        (3, b"m2", False),
+        (4, b"m3", False),
+    ]
+    main.protocol.ack(2)
+    world.flush(main)
+    world.drop(main)
+    events = world.take_events(spare)
+    assert events[0] == RoleChanged("active", 2)
+    assert [(d.seq, d.redelivered) for d in events[1:] if isinstance(d, Delivery)] == [
+        (3, True),
+        (4, True),
+    ]
+    add(world, producer, b"new")
+    (fresh,) = world.take_events(spare)
+    assert isinstance(fresh, Delivery) and (fresh.seq, fresh.redelivered) == (5, False)
+
+
+def test_idempotent_key_in_flight_and_after_restart(tmp_path: Path) -> None:
+    db = str(tmp_path / "db")
+    world = World(db)
+    producer = opened(world)
+    first = add(world, producer, b"x", key="k1")
+    again = add(world, producer, b"y", key="k1")
+    assert again.duplicate and (again.seq, again.id) == (first.seq, first.id)
+    world.close()
+    world = World(db)
+    producer = opened(world)
+    after = add(world, producer, b"z", key="k1")
+    assert after.duplicate and after.seq == first.seq
+    assert add(world, producer, b"w").seq == first.seq + 1
+    world.close()
+
+
+def test_epoch_and_cursor_survive_restart(tmp_path: Path) -> None:
+    db = str(tmp_path / "db")
+    world = World(db)
+    producer, consumer = opened(world), opened(world)
+    for i in range(3):
+        add(world, producer, b"%d" % i)
+    consumer.protocol.take()
+    world.flush(consumer)
+    events = world.take_events(consumer)
+    assert events[0] == Subscribed("active", 1)
+    consumer.protocol.ack(2)
+    world.flush(consumer)
+    world.close()
+    world = World(db)
+    consumer = opened(world)
+    consumer.protocol.take()
+    world.flush(consumer)
+    events = world.take_events(consumer)
+    assert events[0] == Subscribed("active", 2)
+    assert [d.seq for d in events if isinstance(d, Delivery)] == [3]
+    world.close()
+
+
+def test_original_dialect_add_take_gets_exact_delivery(world: World) -> None:
+    producer, consumer = opened(world), opened(world)
+    world.send_frame(consumer, {"command": {1: None}, "data": b""})
+    world.send_frame(producer, [{0: None}, b"hello"])
+    assert world.take_events(producer) == []  # an original client hears nothing back
+    raw_frames = bytes(consumer.raw)
+    expected_keys = ["command", "id", "created_at", "published", "published_at", "data"]
+    packed_tail = msgpack.packb("data") + msgpack.packb(b"hello")
+    assert packed_tail in raw_frames
+    for key in expected_keys:
+        assert msgpack.packb(key) in raw_frames
+
+
+def test_v1_errors_keep_the_connection_open(world: World) -> None:
+    peer = opened(world)
+    world.send_frame(peer, {"command": "nope", "req": 7})
+    world.send_frame(peer, {"command": "ack", "seq": 1})
+    world.send_frame(peer, {"command": "add"})
+    events = world.take_events(peer)
+    assert [(e.code, e.req) for e in events if isinstance(e, ServerError)] == [
+        ("unknown_command", 7),
+        ("not_subscribed", None),
+        ("bad_request", None),
+    ]
+    assert add(world, peer, b"still fine").seq == 1
+
+
+def test_original_refusal_closes_with_policy_code(world: World) -> None:
+    peer = opened(world)
+    world.send_frame(peer, {"command": {0: None}, "data": b"x"})
+    world.send_frame(peer, {"command": {7: None}, "data": b""})
+    (event,) = world.take_events(peer)
+    assert isinstance(event, Closed) and event.code == 1008
+
+
+def test_heartbeat_pings_then_drops_a_silent_peer_and_promotes(world: World) -> None:
+    main, spare = opened(world), opened(world)
+    main.protocol.take()
+    world.flush(main)
+    spare.protocol.take()
+    world.flush(spare)
+    world.take_events(main)
+    world.take_events(spare)
+    heartbeat = world.config.heartbeat
+    # The spare answers pings (its protocol queues pongs); the main one stays silent.
+    for _ in range(6):
+        world.tick(heartbeat / 2)
+        world.flush(spare)
+    assert main.closed_by_server
+    assert RoleChanged("active", 2) in world.take_events(spare)
+
+
+def test_handover_switches_without_redelivery(world: World) -> None:
+    producer, main, spare = opened(world), opened(world), opened(world)
+    main.protocol.take()
+    world.flush(main)
+    spare.protocol.take()
+    world.flush(spare)
+    add(world, producer, b"one")
+    world.take_events(main)
+    world.take_events(spare)
+    main.protocol.handover()
+    world.flush(main)
+    add(world, producer, b"two")  # held back from main: it is handing over
+    assert not [e for e in world.take_events(main) if isinstance(e, Delivery)]
+    main.protocol.ack(1)
+    world.flush(main)
+    assert world.take_events(main) == [RoleChanged("standby", 2)]
+    events = world.take_events(spare)
+    assert events[0] == RoleChanged("active", 2)
+    assert [(d.seq, d.redelivered) for d in events[1:] if isinstance(d, Delivery)] == [(2, False)]
+
+
+def test_text_frame_closes_1003_and_oversize_1009(tmp_path: Path) -> None:
+    world = World(str(tmp_path / "db"), max_message_bytes=64)
+    text_peer, big_peer = opened(world), opened(world)
+    from wsproto.events import BytesMessage, TextMessage
+
+    text_peer.protocol._out.append(text_peer.protocol._ws.send(TextMessage(data="hi")))
+    world.flush(text_peer)
+    assert world.take_events(text_peer)[-1].code == 1003  # type: ignore[union-attr]
+    big_peer.protocol._out.append(big_peer.protocol._ws.send(BytesMessage(data=b"x" * 65)))
+    world.flush(big_peer)
+    assert world.take_events(big_peer)[-1].code == 1009  # type: ignore[union-attr]
+    world.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"200"),
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", b"200"),
+        (b"POST /healthz HTTP/1.1\r\nHost: x\r\ncontent-length: 0\r\n\r\n", b"405"),
+        (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", b"404"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"426"),
+        (
+            b"GET /queues/bad!name HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n",
+            b"404",
+        ),
+        (
+            b"GET /queues/ok HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\n\r\n",
+            b"400",
+        ),
+        (b"\x16\x03\x01garbage\r\n\r\n", b"400"),
+    ],
+)
+def test_http_routing(world: World, request_bytes: bytes, status: bytes) -> None:
+    conn = world.raw_peer()
+    reply = world.send_raw(conn, request_bytes)
+    assert reply.split(b" ", 2)[1] == status, reply
+    assert world.peers[conn].closed_by_server
+
+
+def test_metrics_count_adds(world: World) -> None:
+    producer = opened(world)
+    add(world, producer, b"a")
+    text = world.server.metrics_text().decode()
+    assert "jackrabbit_adds_total 1" in text
+    assert 'jackrabbit_queue_last_seq{queue="default"} 1' in text
+
+
+def test_max_connections_answers_503(tmp_path: Path) -> None:
+    world = World(str(tmp_path / "db"), max_connections=1)
+    first = world.raw_peer()
+    second = world.raw_peer()
+    reply = world.send_raw(second, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 503"), reply
+    assert world.send_raw(first, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").startswith(
+        b"HTTP/1.1 200"
+    )
+    world.close()
+
+
+def test_handshake_timeout_frees_the_connection(world: World) -> None:
+    conn = world.raw_peer()
+    world.send_raw(conn, b"GET / HTTP/1.1\r\n")
+    world.tick(world.config.handshake_timeout + world.config.heartbeat)
+    assert world.peers[conn].closed_by_server
+    assert world.server.open_connections == 0
+
+
+def test_shutdown_closes_clients_with_1001(world: World) -> None:
+    peer = opened(world)
+    world.server.shutdown(world.now)
+    world.run()
+    (event,) = world.take_events(peer)
+    assert isinstance(event, Closed) and event.code == 1001
+
+
+def test_producer_backpressure_pauses_and_resumes_reading(tmp_path: Path) -> None:
+    world = World(str(tmp_path / "db"), auto_write=False, max_pending_adds=4)
+    producer = opened(world)
+    for i in range(5):
+        producer.protocol.add(b"%d" % i)
+    world.flush(producer)
+    assert producer.paused
+    world.release()
+    assert not producer.paused
+    world.close()
