@@ -1,0 +1,1 @@
+"""The workloads, one module each; :mod:`.common` holds what they share."""

@@ -1,0 +1,81 @@
+"""Workloads 1 and 2: N producers and one consumer at full speed, pipelined confirms.
+
+Figures: confirmed adds/s (all producers' confirmations over the time from the first send to
+the last confirmation) and end-to-end delivered+acked msg/s (the consumer's deliveries over
+the time from the first send to the last delivery; it acks cumulatively every
+``plan.ack_every`` messages and whenever the stream pauses for 2 ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from ..fleet import Fleet
+from ..stats import rate
+from .common import Target, watch
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    adds_per_s: float
+    e2e_per_s: float
+    confirmed: int
+    delivered: int
+    seconds: float
+    notes: tuple[str, ...]
+
+
+async def run(target: Target, label: str, producers: int, size: int, count_each: int,
+              seconds: float) -> Throughput:
+    plan = target.plan
+    queue = target.queue(label)
+    await target.prepare(queue)
+    notes: list[str] = []
+    async with Fleet() as fleet:
+        consumer = await fleet.spawn("consumer", target.spec(
+            queue, "consumer", ack_every=plan.ack_every,
+            duration=seconds + 90))
+        makers = [
+            await fleet.spawn(f"producer{i}", target.spec(
+                queue, "producer", producer_id=i, count=count_each, size=size,
+                window=plan.window, duration=seconds, drain=60))
+            for i in range(producers)
+        ]
+        # all start at once; producers send only after "go", once everyone is connected
+        for agent in (consumer, *makers):
+            await agent.wait_ready(60)
+        for p in makers:
+            p.send({"type": "go"})
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(watch(target.progress, label, [*makers, consumer], stop))
+        try:
+            outs = [await p.result(seconds + 120) for p in makers]
+            confirmed = sum(o["confirmed"] for o in outs)
+            consumer.send({"type": "expect", "n": confirmed, "idle": plan.idle_end})
+            got = await consumer.result(plan.idle_end + 90)
+        finally:
+            stop.set()
+            await watcher
+    first = min(o["first_ns"] for o in outs)
+    last_confirm = max(o["last_ns"] for o in outs)
+    failed = sum(o["failed"] for o in outs)
+    if failed:
+        errs = {e for o in outs for e in o["errors"]}
+        notes.append(f"{failed} adds refused ({'; '.join(sorted(errs))[:120]})")
+    if any(o["timed_out"] for o in outs):
+        notes.append(f"time-bound: {confirmed:,} of {count_each * producers:,} sent in "
+                     f"{seconds:.0f} s")
+    if got["unique"] < confirmed:
+        notes.append(f"consumer got {got['unique']:,} of {confirmed:,} ({got['stopped_by']})")
+    if got["errors"]:
+        notes.append("consumer: " + "; ".join(got["errors"])[:120])
+    e2e_seconds = (got["last_ns"] - first) / 1e9 if got["last_ns"] else 0
+    return Throughput(
+        adds_per_s=rate(confirmed, (last_confirm - first) / 1e9),
+        e2e_per_s=rate(got["count"], e2e_seconds),
+        confirmed=confirmed,
+        delivered=got["count"],
+        seconds=e2e_seconds,
+        notes=tuple(notes),
+    )

@@ -1,0 +1,695 @@
+"""The threads shell: blocking sockets, a thread per connection, no event loop.
+
+It drives ``jackrabbit_core.server.Server`` (the *core*; its module docstring is the calling
+contract) and does nothing the core could decide. The threads and what each one does:
+
+=================  ==========================================================================
+thread             job
+=================  ==========================================================================
+``serve_forever``  accepts connections (at most ``max_connections`` + ``SPARE_SLOTS`` at a
+                   time) and, once ``stop()`` is called, runs the shutdown
+reader, per conn   TLS handshake, then ``recv`` -> ``receive_data``; EOF -> ``receive_eof``
+writer, per conn   drains the connection's outgoing buffer with ``sendall``
+store writer       ``store.write(batch)`` -> ``batch_written`` / ``batch_failed``
+timer              sleeps until ``next_deadline()`` -> ``handle_timer``; forces stuck closes
+=================  ==========================================================================
+
+One lock (``Server._lock``) guards the core. A thread takes it, calls the core, and carries out
+``actions()`` before letting go: carrying one out is only an append to a buffer, a flag or a
+queue, never a socket call or a disk write, and doing it under the lock keeps each
+connection's bytes in the order the core produced them (two threads unlocking and then
+appending could swap two deliveries). The socket calls happen on the reader and writer
+threads, the disk writes on the store writer, all without the lock.
+
+Only readers wait for the lock. The store writer, the timer and the writers *post* their core
+call (a batch is durable, the timer fired, a buffer drained) and go on; whoever holds the lock
+runs posted calls before letting go, and a reader runs them between slices of a large read.
+Under the GIL a thread woken to take a contended lock can wait milliseconds for its turn, so
+the alternative, the store writer queueing behind busy readers, left the disk idle; this way
+a durable batch is answered, and the next one handed out, within one slice.
+
+TLS runs in ``tls.TLSStream`` (an ``ssl.SSLObject`` over memory buffers) rather than an
+``ssl.SSLSocket``, which must not be read on one thread while another writes to it.
+
+A slow consumer never blocks anyone else: its bytes pile up in its own buffer, its writer alone
+waits in ``sendall``, and past ``HIGH_WATER`` buffered bytes the core is told it is not
+writable (so it stops delivering to it) until the buffer is back under ``LOW_WATER``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import heapq
+import itertools
+import logging
+import math
+import queue
+import selectors
+import socket
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Final
+
+from jackrabbit_core import Config, ConfigError, StoreError
+from jackrabbit_core import server as core
+from jackrabbit_core.actions import CloseTransport, PauseReading, ResumeReading, Send, WriteBatch
+from jackrabbit_core.cli import bind_error, open_store, tls_error
+from jackrabbit_core.store import Batch, Store
+
+from .tls import TLSStream
+
+__all__ = ["Server", "serve"]
+
+log = logging.getLogger("jackrabbit.threads")
+
+#: Buffered bytes past which a connection counts as not writable ...
+HIGH_WATER: Final = 1024 * 1024
+#: ... and under which it is writable again.
+LOW_WATER: Final = 256 * 1024
+#: Past this many buffered bytes the shell stops reading from a connection (a producer that
+#: never reads its confirmations cannot grow our memory without bound).
+READ_STOP: Final = 16 * HIGH_WATER
+#: Connections beyond ``max_connections`` still given a thread, so the core can answer them
+#: HTTP 503; beyond these, new sockets are closed at once.
+SPARE_SLOTS: Final = 16
+#: How long a closed connection may take to flush its buffer and see the peer hang up before
+#: its socket is shut down by force.
+CLOSE_TIMEOUT: Final = 5.0
+#: How long a shutdown waits for clients to leave and the last batch to be written.
+SHUTDOWN_TIMEOUT: Final = 5.0
+#: How long a shutdown then waits for the threads to end.
+JOIN_TIMEOUT: Final = 5.0
+#: Bytes asked of a socket per ``recv``.
+RECV_SIZE: Final = 64 * 1024
+#: Bytes fed to the core per call: posted calls run between slices.
+SLICE: Final = 16 * 1024
+#: Bytes a writer takes from its buffer per ``sendall`` (so the buffer shrinks as it goes).
+WRITE_SIZE: Final = 256 * 1024
+
+
+def serve(config: Config) -> Server:
+    """Open the store, load the certificate and listen: a ``Server`` ready for
+    ``serve_forever()``. Raises ``ConfigError`` or ``StoreError`` with a one-line message."""
+    store = open_store(config)
+    try:
+        context = _tls_context(config)
+        listener = _listen(config)
+    except BaseException:
+        store.close()
+        raise
+    return Server(config, store, context, listener)
+
+
+def _tls_context(config: Config) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(config.chain_cert, config.private_key)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ConfigError(tls_error(config, exc)) from None
+    return context
+
+
+def _listen(config: Config) -> socket.socket:
+    try:
+        family = socket.getaddrinfo(
+            config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0][0]
+        listener = socket.create_server(
+            (config.host, config.port), family=family, backlog=1024
+        )
+    except OSError as exc:
+        raise ConfigError(bind_error(config, exc)) from None
+    listener.setblocking(False)
+    return listener
+
+
+class _Conn:
+    """The shell's side of one connection the core knows: its socket and outgoing buffer.
+
+    ``lock`` guards the fields below it; the reader waits on ``readable`` while reading is
+    paused, the writer on ``writable`` while there is nothing to write.
+    """
+
+    __slots__ = (
+        "broken",
+        "buffered",
+        "closing",
+        "done",
+        "id",
+        "lock",
+        "out",
+        "paused",
+        "readable",
+        "sock",
+        "throttled",
+        "tls",
+        "tls_pending",
+        "writable",
+    )
+
+    def __init__(self, conn_id: int, sock: socket.socket, tls: TLSStream) -> None:
+        self.id = conn_id
+        self.sock = sock
+        self.tls = tls
+        self.lock = threading.Lock()
+        self.readable = threading.Condition(self.lock)
+        self.writable = threading.Condition(self.lock)
+        self.out: collections.deque[bytes] = collections.deque()
+        #: Bytes handed to this connection and not yet through ``sendall``.
+        self.buffered = 0
+        #: The core was told this connection is not writable.
+        self.throttled = False
+        #: The core asked to stop reading (``PauseReading``).
+        self.paused = False
+        #: TLS itself has bytes to send (seen by the reader).
+        self.tls_pending = False
+        #: ``CloseTransport`` came: flush, then shut the socket; the core forgot it.
+        self.closing = False
+        #: The socket failed or was shut by force: nothing more to read or write.
+        self.broken = False
+        #: The reader thread has finished with the socket.
+        self.done = False
+
+    def kill(self) -> None:
+        """Shut the socket now, both ways, and wake both threads (they then end)."""
+        with self.lock:
+            self.broken = True
+            self.readable.notify()
+            self.writable.notify()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+
+class Server:
+    """A running threads-shell server; make one with ``serve()``.
+
+    Call ``serve_forever()`` on one thread (the main thread for signals); ``stop()`` from a
+    signal handler or any thread makes it shut down and return. ``shutdown()`` does both
+    halves from another thread: asks and waits.
+    """
+
+    def __init__(
+        self, config: Config, store: Store, context: ssl.SSLContext, listener: socket.socket
+    ) -> None:
+        self.config = config
+        self._store = store
+        self._context = context
+        self._listener = listener
+        address = listener.getsockname()
+        #: The port actually listened on (the real one with ``--port 0``).
+        self.port: int = address[1]
+        self._lock = threading.Lock()
+        #: Core calls posted by threads that do not wait for ``_lock`` (see the docstring).
+        self._posted: collections.deque[Callable[[], None]] = collections.deque()
+        self._core = core.Server(
+            config,
+            store,
+            new_id=lambda: uuid.uuid4().bytes,
+            clock_ms=lambda: time.time_ns() // 1_000_000,
+            now=time.monotonic(),
+        )
+        #: Connections by core id; touched only under ``_lock``.
+        self._conns: dict[int, _Conn] = {}
+        # Sockets and reader threads, for the accept bound and the shutdown.
+        self._registry_lock = threading.Lock()
+        self._settled = threading.Condition(self._registry_lock)
+        self._sockets: set[socket.socket] = set()
+        self._readers: set[threading.Thread] = set()
+        self._slots = config.max_connections + SPARE_SLOTS
+        # The store writer.
+        self._batches: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
+        self._store_thread = threading.Thread(
+            target=self._store_loop, name="jackrabbit-store", daemon=True
+        )
+        # The timer: the core's next deadline and the forced closes, one thread.
+        self._timer_cond = threading.Condition()
+        self._wake_at = math.inf
+        self._closes: list[tuple[float, int, _Conn]] = []
+        self._close_order = itertools.count()
+        self._timer_stop = False
+        self._timer_thread = threading.Thread(
+            target=self._timer_loop, name="jackrabbit-timer", daemon=True
+        )
+        # Stopping: a flag and a self-pipe, both safe to touch from a signal handler.
+        self._stopping = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
+        self._done = threading.Event()
+        self._started = False
+
+    # -- running --------------------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        """Accept connections until ``stop()``; then shut down cleanly and return.
+
+        The shutdown: stop accepting, ``core.shutdown`` (clients are closed with 1001), wait
+        up to ``SHUTDOWN_TIMEOUT`` for them to leave and the last batch to be written, shut
+        what is left by force, join every thread, close the store.
+        """
+        self._started = True
+        self._store_thread.start()
+        self._timer_thread.start()
+        try:
+            self._accept_loop()
+        finally:
+            self._close()
+            self._done.set()
+
+    def stop(self) -> None:
+        """Ask ``serve_forever`` to shut down and return; safe in a signal handler."""
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def shutdown(self) -> None:
+        """``stop()`` and wait until ``serve_forever`` has returned (from another thread)."""
+        self.stop()
+        if self._started:
+            self._done.wait()
+        else:
+            self._close()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    # -- accepting ------------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        with selectors.DefaultSelector() as selector:
+            selector.register(listener, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping:
+                for key, _ in selector.select():
+                    if key.fileobj is self._wake_r:
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(64)
+                        continue
+                    self._accept_some(listener)
+
+    def _accept_some(self, listener: socket.socket) -> None:
+        for _ in range(64):
+            if self._stopping:
+                return
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # Out of file descriptors, most likely: let some connections end first.
+                log.warning("accept failed: %s", exc)
+                time.sleep(0.05)
+                return
+            self._admit(sock)
+
+    def _admit(self, sock: socket.socket) -> None:
+        """Give ``sock`` a reader thread, or close it at once when all slots are taken."""
+        with self._registry_lock:
+            if len(self._readers) >= self._slots:
+                refused = True
+            else:
+                refused = False
+                thread = threading.Thread(
+                    target=self._connection, args=(sock,), name="jackrabbit-conn", daemon=True
+                )
+                self._readers.add(thread)
+                self._sockets.add(sock)
+        if refused:
+            log.info("connection refused: %d connections already", self._slots)
+            sock.close()
+            return
+        try:
+            thread.start()
+        except RuntimeError as exc:  # the system's thread limit
+            log.warning("connection refused: %s", exc)
+            with self._registry_lock:
+                self._readers.discard(thread)
+                self._sockets.discard(sock)
+            sock.close()
+
+    # -- one connection: the reader thread ------------------------------------------------
+
+    def _connection(self, sock: socket.socket) -> None:
+        try:
+            sock.setblocking(True)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tls = TLSStream(sock, self._context, server_side=True)
+            try:
+                tls.handshake(self.config.handshake_timeout)
+            except (OSError, ValueError) as exc:
+                # Garbage, plain HTTP, a scanner, a timeout: not worth more than a debug line.
+                log.debug("TLS handshake failed: %s", exc)
+                return
+            self._session(sock, tls)
+        except Exception:
+            log.exception("connection thread failed")
+        finally:
+            sock.close()
+            with self._registry_lock:
+                self._sockets.discard(sock)
+                self._readers.discard(threading.current_thread())
+                self._settled.notify_all()
+
+    def _session(self, sock: socket.socket, tls: TLSStream) -> None:
+        """From the core's ``connect`` to the end: read, and let the writer write."""
+        with self._locked() as core_server:
+            conn = _Conn(core_server.connect(time.monotonic()), sock, tls)
+            self._conns[conn.id] = conn
+        writer = threading.Thread(
+            target=self._write_loop, args=(conn,), name="jackrabbit-writer", daemon=True
+        )
+        try:
+            writer.start()
+            self._read_loop(conn)
+        finally:
+            with self._locked() as core_server:
+                if not conn.closing:
+                    core_server.receive_eof(conn.id, time.monotonic())
+            if not conn.closing:  # pragma: no cover - the core always closes after an EOF
+                self._closed(conn)
+            if writer.ident is not None:
+                writer.join()
+            with self._locked():
+                conn.done = True
+                del self._conns[conn.id]
+
+    def _read_loop(self, conn: _Conn) -> None:
+        sock, tls = conn.sock, conn.tls
+        data, to_send = tls.decrypt(b"")  # what came along with the handshake
+        if data:
+            self._receive(conn, data)
+        while True:
+            with conn.lock:
+                while (conn.paused or conn.buffered > READ_STOP) and not (
+                    conn.closing or conn.broken
+                ):
+                    conn.readable.wait()
+                if conn.broken:
+                    return
+            try:
+                raw = sock.recv(RECV_SIZE)
+            except OSError:
+                return
+            if not raw:
+                return
+            if conn.closing:
+                continue  # closed by the core: wait for the peer to hang up, ignore the rest
+            try:
+                data, to_send = tls.decrypt(raw)
+            except ssl.SSLError as exc:
+                log.debug("connection %d: bad TLS record: %s", conn.id, exc)
+                return
+            if to_send:
+                with conn.lock:
+                    conn.tls_pending = True
+                    conn.writable.notify()
+            if data:
+                self._receive(conn, data)
+            if tls.eof:
+                return
+
+    def _receive(self, conn: _Conn, data: bytes) -> None:
+        with self._locked() as core_server:
+            for start in range(0, len(data), SLICE):
+                if start:
+                    self._run_posted()
+                core_server.receive_data(conn.id, data[start : start + SLICE], time.monotonic())
+                self._carry_out()
+
+    # -- one connection: the writer thread ------------------------------------------------
+
+    def _write_loop(self, conn: _Conn) -> None:
+        sock, tls = conn.sock, conn.tls
+        try:
+            while True:
+                with conn.lock:
+                    while not (conn.out or conn.tls_pending or conn.closing or conn.broken):
+                        conn.writable.wait()
+                    if conn.broken:
+                        return
+                    chunks: list[bytes] = []
+                    size = 0
+                    out = conn.out
+                    while out and size < WRITE_SIZE:
+                        chunk = out.popleft()
+                        chunks.append(chunk)
+                        size += len(chunk)
+                    conn.tls_pending = False
+                    closing = conn.closing and not out
+                if chunks:
+                    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    sock.sendall(tls.encrypt(data))
+                    self._sent(conn, len(data))
+                else:
+                    wire = tls.encrypt(b"")
+                    if wire:
+                        sock.sendall(wire)
+                if closing:
+                    # The core sends nothing after CloseTransport: all is flushed.
+                    sock.sendall(tls.close_notify())
+                    sock.shutdown(socket.SHUT_WR)
+                    return
+        except OSError as exc:
+            log.debug("connection %d: write failed: %s", conn.id, exc)
+            conn.kill()  # the reader then reports the end to the core
+
+    def _sent(self, conn: _Conn, size: int) -> None:
+        with conn.lock:
+            conn.buffered -= size
+            resume = conn.throttled and conn.buffered < LOW_WATER
+            if resume:
+                conn.throttled = False
+            if conn.buffered <= READ_STOP:
+                conn.readable.notify()
+        if resume:
+            self._post(lambda: self._core.set_writable(conn.id, True, time.monotonic()))
+
+    # -- the core lock --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[core.Server]:
+        """Hold the core lock; on the way out carry out the actions and run posted calls."""
+        self._lock.acquire()
+        try:
+            self._run_posted()
+            yield self._core
+            self._carry_out()
+        finally:
+            self._unlock()
+
+    def _post(self, call: Callable[[], None]) -> None:
+        """Have ``call`` (a core call) run under the lock soon, by whoever holds it."""
+        self._posted.append(call)
+        if self._lock.acquire(blocking=False):
+            self._run_posted()
+            self._unlock()
+
+    def _run_posted(self) -> None:
+        """Run the posted core calls, carrying out the actions of each. With the lock held."""
+        posted = self._posted
+        while posted:
+            call = posted.popleft()
+            try:
+                call()
+            except Exception:
+                log.exception("core call failed")
+            self._carry_out()
+
+    def _unlock(self) -> None:
+        """Release the lock, unless a call was posted meanwhile: a thread that found the lock
+        taken left it to us, so run it (this check comes after the release, which comes after
+        that thread's append)."""
+        lock, posted = self._lock, self._posted
+        while True:
+            lock.release()
+            if not posted or not lock.acquire(blocking=False):
+                return
+            self._run_posted()
+
+    # -- carrying out the core's actions --------------------------------------------------
+
+    def _carry_out(self) -> None:
+        """Do what the core asked, then re-arm the timer. Call with ``_lock`` held."""
+        core_server = self._core
+        conns = self._conns
+        while True:
+            again = False
+            for action in core_server.actions():
+                if isinstance(action, Send):
+                    conn = conns.get(action.conn)
+                    if conn is not None and self._push(conn, action.data):
+                        core_server.set_writable(conn.id, False, time.monotonic())
+                        again = True
+                elif isinstance(action, WriteBatch):
+                    self._batches.put(action.batch)
+                elif isinstance(action, CloseTransport):
+                    conn = conns.get(action.conn)
+                    if conn is not None:
+                        self._closed(conn)
+                elif isinstance(action, PauseReading):
+                    conn = conns.get(action.conn)
+                    if conn is not None:
+                        with conn.lock:
+                            conn.paused = True
+                elif isinstance(action, ResumeReading):
+                    conn = conns.get(action.conn)
+                    if conn is not None:
+                        with conn.lock:
+                            conn.paused = False
+                            conn.readable.notify()
+            if not again:
+                break
+        self._rearm(core_server.next_deadline())
+
+    @staticmethod
+    def _push(conn: _Conn, data: bytes) -> bool:
+        """Queue ``data`` for the writer; True if that made the connection not writable."""
+        with conn.lock:
+            if conn.closing:
+                return False
+            conn.out.append(data)
+            conn.buffered += len(data)
+            conn.writable.notify()
+            if conn.throttled or conn.buffered <= HIGH_WATER:
+                return False
+            conn.throttled = True
+            return True
+
+    def _closed(self, conn: _Conn) -> None:
+        """``CloseTransport``: the writer flushes and shuts; force it after a while."""
+        with conn.lock:
+            if conn.closing:
+                return
+            conn.closing = True
+            conn.writable.notify()
+            conn.readable.notify()
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        with self._timer_cond:
+            heapq.heappush(self._closes, (deadline, next(self._close_order), conn))
+            if deadline < self._wake_at:
+                self._wake_at = deadline
+                self._timer_cond.notify()
+
+    # -- the store writer -----------------------------------------------------------------
+
+    def _store_loop(self) -> None:
+        store = self._store
+        while True:
+            batch = self._batches.get()
+            if batch is None:
+                return
+            try:
+                store.write(batch)
+            except StoreError as exc:
+                log.error("%s", exc)
+                self._post(functools.partial(self._batch_failed, str(exc)))
+            else:
+                self._post(self._batch_written)
+
+    def _batch_written(self) -> None:
+        self._core.batch_written(time.monotonic())
+
+    def _batch_failed(self, reason: str) -> None:
+        self._core.batch_failed(reason, time.monotonic())
+
+    # -- the timer ------------------------------------------------------------------------
+
+    def _rearm(self, deadline: float) -> None:
+        """Make the timer wake by ``deadline``. Called with ``_lock`` held."""
+        if deadline < self._wake_at:
+            with self._timer_cond:
+                if deadline < self._wake_at:
+                    self._wake_at = deadline
+                    self._timer_cond.notify()
+
+    def _timer_loop(self) -> None:
+        cond = self._timer_cond
+        while True:
+            with cond:
+                while True:
+                    if self._timer_stop:
+                        return
+                    delay = self._wake_at - time.monotonic()
+                    if delay <= 0:
+                        break
+                    cond.wait(None if delay == math.inf else delay)
+                self._wake_at = math.inf
+                now = time.monotonic()
+                due: list[_Conn] = []
+                while self._closes and self._closes[0][0] <= now:
+                    due.append(heapq.heappop(self._closes)[2])
+                if self._closes:
+                    self._wake_at = self._closes[0][0]
+            for conn in due:
+                if not conn.done:
+                    log.debug("connection %d: forcing the close", conn.id)
+                    conn.kill()
+            self._post(self._fire)
+
+    def _fire(self) -> None:
+        self._core.handle_timer(time.monotonic())
+
+    # -- shutting down --------------------------------------------------------------------
+
+    def _close(self) -> None:
+        self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        if self._started:
+            with self._locked() as core_server:
+                core_server.shutdown(time.monotonic())
+            deadline = time.monotonic() + SHUTDOWN_TIMEOUT
+            with self._registry_lock:
+                # Readers notify as they end; the last batch is polled for.
+                while not self._quiet() and time.monotonic() < deadline:
+                    self._settled.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+                sockets = list(self._sockets)
+            with self._locked():
+                conns = list(self._conns.values())
+            for conn in conns:
+                conn.kill()
+            for sock in sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            deadline = time.monotonic() + JOIN_TIMEOUT
+            with self._registry_lock:
+                readers = list(self._readers)
+            for thread in readers:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            self._batches.put(None)
+            self._store_thread.join(max(0.0, deadline - time.monotonic()))
+            with self._timer_cond:
+                self._timer_stop = True
+                self._timer_cond.notify()
+            self._timer_thread.join(max(0.0, deadline - time.monotonic()))
+            left = [t.name for t in (*readers, self._store_thread, self._timer_thread)
+                    if t.is_alive()]
+            if left:
+                log.warning("threads still running at exit: %s", ", ".join(left))
+            if self._store_thread.is_alive():
+                return  # closing the store under a running write would fail
+        self._store.close()
+
+    def _quiet(self) -> bool:
+        """No client left and nothing left to write. Called with ``_registry_lock`` held."""
+        if self._readers:
+            return False
+        with self._locked() as core_server:
+            return core_server.idle
