@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from .devcerts import dev_paths
 from .exceptions import ConfigError
 
 FsyncPolicy = Literal["always", "never"]
@@ -170,8 +171,6 @@ def parse_args(argv: list[str], prog: str = "jackrabbit") -> Config:
     host, port = ns.host, ns.port
     chain_cert, private_key = ns.chain_cert, ns.private_key
     if ns.dev:
-        from .devcerts import dev_paths  # local import: only --dev needs it
-
         if "--host" not in given:
             host = "127.0.0.1"
         if "--port" not in given:

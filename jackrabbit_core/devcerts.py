@@ -12,8 +12,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import trustme
-
 from .exceptions import ConfigError
 
 DEV_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -43,6 +41,8 @@ def ensure_dev_certificates(db: str) -> DevPaths:
     paths = dev_paths(db)
     if all(os.path.exists(p) for p in (paths.ca, paths.chain, paths.key)):
         return paths
+    import trustme  # only --dev pays for loading it (about 8 MB and 0.2 s)
+
     try:
         os.makedirs(os.path.dirname(paths.ca), exist_ok=True)
         ca = trustme.CA(organization_name="jackrabbit dev CA")

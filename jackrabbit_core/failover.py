@@ -31,7 +31,8 @@ The rules, in plain words (section numbers are ``docs/protocol.md``'s):
    the earliest standby becomes active (getting whatever is still unacknowledged, redelivered)
    and the old active goes to the end of the line and hears ``Demoted``. If by then every
    standby has left, the handover is cancelled: deliveries resume and the request is refused
-   with ``no_standby``. If the consumer handing over leaves, it is a normal promotion.
+   with ``no_standby`` as soon as the last standby leaves. If the consumer handing over
+   leaves, it is a normal promotion.
 7. **Epochs (§6.7).** Every change of active consumer adds one to ``epoch`` and asks for it to
    be persisted (``PersistEpoch``) at once. Nobody hears of the new epoch (``Subscribed``
    active, ``Promoted``, ``Demoted``) and the new active is sent nothing until the caller
@@ -367,6 +368,8 @@ class Queue:
                 self._promote_first()
         elif self._standbys.pop(consumer, None) is None:
             return
+        elif self._handover is not None and not self._standbys:
+            self._switch()  # nobody left to hand over to: cancel now, not at the deadline
         if self._announce:
             self._announce = deque(a for a in self._announce if a[1].consumer != consumer)
         self._pump()
