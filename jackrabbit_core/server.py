@@ -74,6 +74,8 @@ class _Session:
     dialect: Dialect | None = None
     consumer: bool = False
     unconfirmed: int = 0
+    #: The shell's write buffer for it is full: it does not read what we send.
+    unwritable: bool = False
     reading_paused: bool = False
 
 
@@ -184,11 +186,14 @@ class Server:
         """The transport's write buffer went over (False) or back under (True) its limit."""
         self._now = now
         session = self._sessions.get(conn_id)
-        if session is None or not session.consumer:
+        if session is None:
             return
-        slot = self._slots[session.queue]
-        slot.machine.set_writable(conn_id, writable)
-        self._drain(session.queue, slot)
+        session.unwritable = not writable
+        self._pace(conn_id, session)
+        if session.consumer:
+            slot = self._slots[session.queue]
+            slot.machine.set_writable(conn_id, writable)
+            self._drain(session.queue, slot)
 
     def batch_written(self, now: float) -> None:
         """The outstanding ``WriteBatch`` is durable: confirm its adds, deliver its messages."""
@@ -492,9 +497,22 @@ class Server:
         """Hold a confirmation until ``holder`` is durable; push back on a flooding producer."""
         holder.confirmations.append(confirmation)
         session.unconfirmed += 1
-        if session.unconfirmed >= self.config.max_pending_adds and not session.reading_paused:
-            session.reading_paused = True
-            self._flow.append(PauseReading(confirmation.conn))
+        self._pace(confirmation.conn, session)
+
+    def _pace(self, conn_id: int, session: _Session) -> None:
+        """Backpressure on a producer (protocol §7.1): pause reading it while its unconfirmed
+        adds pile up or while it does not read its confirmations; resume at half the limit.
+
+        A consumer is never paused for its own full buffer: prefetch and ``set_writable``
+        already stop its deliveries, and its acks must keep flowing."""
+        limit = self.config.max_pending_adds
+        if not session.reading_paused:
+            if session.unconfirmed >= limit or (session.unwritable and not session.consumer):
+                session.reading_paused = True
+                self._flow.append(PauseReading(conn_id))
+        elif session.unconfirmed < limit // 2 and not (session.unwritable and not session.consumer):
+            session.reading_paused = False
+            self._flow.append(ResumeReading(conn_id))
 
     def _settle(self, confirmation: _Confirmation) -> None:
         """An awaited add is decided: the producer may have read again."""
@@ -502,9 +520,7 @@ class Server:
         if session is None:
             return
         session.unconfirmed -= 1
-        if session.reading_paused and session.unconfirmed < self.config.max_pending_adds // 2:
-            session.reading_paused = False
-            self._flow.append(ResumeReading(confirmation.conn))
+        self._pace(confirmation.conn, session)
 
     def _reply(self, confirmation: _Confirmation) -> None:
         """Tell a v1 producer its add is durable (protocol §4.1)."""

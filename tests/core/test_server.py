@@ -304,3 +304,13 @@ def test_producer_backpressure_pauses_and_resumes_reading(tmp_path: Path) -> Non
     world.release()
     assert not producer.paused
     world.close()
+
+
+def test_a_producer_that_does_not_read_is_not_read_either(world: World) -> None:
+    producer = opened(world)
+    world.server.set_writable(producer.conn, False, world.now)
+    world.run()
+    assert producer.paused
+    world.server.set_writable(producer.conn, True, world.now)
+    world.run()
+    assert not producer.paused
