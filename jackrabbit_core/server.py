@@ -144,7 +144,9 @@ class Server:
         self._writing: _Pending | None = None
         self._to_pump: set[str] = set()
         self._timed: set[str] = set()
-        self._next_sweep = now + config.heartbeat / 2
+        #: Heartbeats and handshake timeouts are checked this often (protocol §9).
+        self._sweep_every = min(config.heartbeat, config.handshake_timeout) / 4
+        self._next_sweep = now + self._sweep_every
         self._shutting_down = False
         for record in store.recover():
             self._slots[record.name] = self._new_slot(
@@ -218,8 +220,9 @@ class Server:
             self._drain(name, self._slots[name])
 
     def batch_failed(self, reason: str, now: float) -> None:
-        """The outstanding ``WriteBatch`` could not be written: nothing in it or after it is
-        stored. Its adds (and those waiting behind it) are refused with ``unavailable``."""
+        """The outstanding ``WriteBatch`` could not be written (it may be partly visible, never
+        confirmed). Its adds, and those waiting behind it, are refused with ``unavailable``;
+        a producer retries them with an idempotency key. Nothing else stops."""
         self._now = now
         failed = self._writing
         if failed is None:
@@ -254,7 +257,7 @@ class Server:
                 slot.machine.handle_timer(now)
                 self._drain(name, slot)
         if now >= self._next_sweep:
-            self._next_sweep = now + self.config.heartbeat / 2
+            self._next_sweep = now + self._sweep_every
             self._sweep(now)
 
     def next_deadline(self) -> float:
@@ -550,7 +553,11 @@ class Server:
             self._handle(conn, conn.close(codes.CLOSE_INTERNAL_ERROR, "store failed"))
         else:
             conn.send_message(
-                envelope.error(codes.UNAVAILABLE, f"not stored: {reason}", confirmation.req)
+                envelope.error(
+                    codes.UNAVAILABLE,
+                    f"write failed, maybe not stored (retry with a key): {reason}",
+                    confirmation.req,
+                )
             )
 
     # -- queues ---------------------------------------------------------------------------

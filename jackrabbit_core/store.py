@@ -455,7 +455,8 @@ class Store:
 
         Called from the shell's writer thread; reads may run concurrently on another thread.
         Raises ``StoreError`` if RocksDB fails: the batch may then be partly visible to reads
-        (written but not synced), so the shell must treat the store as broken and stop.
+        (written but not synced). The shell reports it with ``Server.batch_failed``, which
+        refuses the adds as ``unavailable`` (maybe stored: retry with an idempotency key).
         """
         if not batch:
             return

@@ -314,3 +314,21 @@ def test_a_producer_that_does_not_read_is_not_read_either(world: World) -> None:
     world.server.set_writable(producer.conn, True, world.now)
     world.run()
     assert not producer.paused
+
+
+def test_a_failed_write_refuses_its_adds_and_serving_goes_on(tmp_path: Path) -> None:
+    world = World(str(tmp_path / "db"), auto_write=False)
+    producer = opened(world)
+    producer.protocol.add(b"lost")
+    world.flush(producer)
+    world.held.pop(0)
+    world.server.batch_failed("disk full", world.now)
+    world.run()
+    (refused,) = world.take_events(producer)
+    assert isinstance(refused, ServerError) and (refused.code, refused.req) == ("unavailable", 1)
+    producer.protocol.add(b"kept")
+    world.flush(producer)
+    world.release()
+    (added,) = world.take_events(producer)
+    assert isinstance(added, Added) and added.seq == 1
+    world.close()
