@@ -34,19 +34,18 @@ import collections
 import contextlib
 import logging
 import ssl as ssl_module
-import urllib.parse
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Literal, cast
 
-from jackrabbit_core.cli import queue_path
 from jackrabbit_core.client import (
     Added,
     ClientEvent,
     ClientProtocol,
     Closed,
     Delivery,
+    Endpoint,
     Opened,
     RoleChanged,
     ServerError,
@@ -305,14 +304,11 @@ class Client:
         on_role: Callable[[Role, int | None], None] | None = None,
     ) -> None:
         """Set up, without connecting: use ``connect``."""
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "wss" or not parts.hostname:
-            raise ValueError(f"not a wss:// URL: {url!r}")
+        self._endpoint = Endpoint.parse(url, queue)
         self.url = url
         self.queue = queue
-        self._host = parts.hostname
-        self._port = parts.port or 443
-        self._path = queue_path(queue)
+        self._host = self._endpoint.host
+        self._port = self._endpoint.port
         self._context = ssl if ssl is not None else ssl_module.create_default_context(cafile=ca)
         self.reconnect = reconnect
         #: ``"active"`` or ``"standby"`` once ``take`` was answered; None before (and while
@@ -451,8 +447,7 @@ class Client:
 
     async def _open(self) -> _Link:
         """Connect, handshake and upgrade; on return the new connection is current."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        link = _Link(self, ClientProtocol(f"{host}:{self._port}", self._path))
+        link = _Link(self, self._endpoint.protocol())
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await self._loop.create_connection(

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
+import os
+import sys
 from dataclasses import dataclass
 
 from .config import Config, parse_args
@@ -19,6 +22,14 @@ from .routes import DEFAULT_QUEUE, QUEUE_NAME
 from .store import Store
 
 DEV_URL = "wss://127.0.0.1:8443"
+
+#: How long a thread may hold the GIL while another waits (``sys.setswitchinterval``). The
+#: store writer waits that long for the GIL after each fsync: the default 5 ms would cap a
+#: busy server at about 160 batches/s. Both shells set it when they start serving.
+SWITCH_INTERVAL = 0.001
+
+#: Exit statuses shared by both shells.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +110,6 @@ def _check_queue(name: str) -> None:
 def _default_ca(ca: str | None) -> str | None:
     if ca is not None:
         return ca
-    import os.path
-
     candidate = dev_paths("tmp").ca
     return candidate if os.path.exists(candidate) else None
 
@@ -112,11 +121,6 @@ def open_store(config: Config) -> Store:
     if config.dev:
         ensure_dev_certificates(config.db)
     return Store.open(config.db, fsync=config.fsync == "always")
-
-
-def queue_path(queue: str) -> str:
-    """The upgrade path for ``queue`` (protocol §1.3)."""
-    return "/" if queue == DEFAULT_QUEUE else f"/queues/{queue}"
 
 
 def ready_line(host: str, port: int) -> str:
@@ -162,3 +166,26 @@ def tls_error(config: Config, exc: Exception) -> str:
     if "KEY_VALUES_MISMATCH" in text or "key values mismatch" in text:
         return f"the private key does not match the certificate ({files})"
     return f"cannot load TLS certificate ({files}): {text}"
+
+
+def configure_logging() -> None:
+    """Quiet by default: WARNING, or the level named by ``JACKRABBIT_LOG`` (e.g. ``info``)."""
+    name = os.environ.get("JACKRABBIT_LOG", "warning").upper()
+    level = logging.getLevelName(name)
+    logging.basicConfig(
+        level=level if isinstance(level, int) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def report(prog: str, exc: BaseException, status: int) -> int:
+    """Print ``exc`` as one line on stderr (never a traceback) and return ``status``."""
+    print(f"{prog}: error: {exc}", file=sys.stderr)
+    return status
+
+
+def announce(config: Config, port: int, module: str) -> None:
+    """Print the ready line (and the ``--dev`` banner) on stdout, flushed (CONTRACT §1)."""
+    print(ready_line(config.host, port), flush=True)
+    if config.dev:
+        print(dev_banner(config, port, module), flush=True)

@@ -10,6 +10,7 @@ here so the two runtimes cannot disagree.
 from __future__ import annotations
 
 import contextlib
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,6 +28,36 @@ from wsproto.events import (
 from wsproto.utilities import ProtocolError as WSProtocolError
 
 from .codes import CLOSE_NORMAL
+from .routes import DEFAULT_QUEUE
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a client connects: what a ``wss://`` URL and a queue name come to."""
+
+    host: str
+    port: int
+    #: The upgrade path naming the queue (protocol §1.3).
+    path: str
+
+    @classmethod
+    def parse(cls, url: str, queue: str = DEFAULT_QUEUE) -> Endpoint:
+        """Raises ``ValueError`` for anything but a ``wss://`` URL with a host."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "wss" or not parts.hostname:
+            raise ValueError(f"not a wss:// URL: {url!r}")
+        path = "/" if queue == DEFAULT_QUEUE else f"/queues/{queue}"
+        return cls(parts.hostname, parts.port or 443, path)
+
+    @property
+    def authority(self) -> str:
+        """The ``Host`` header's value."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def protocol(self) -> ClientProtocol:
+        """A fresh client protocol for one connection to this endpoint."""
+        return ClientProtocol(self.authority, self.path)
 
 
 @dataclass(frozen=True, slots=True)

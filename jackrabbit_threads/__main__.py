@@ -6,34 +6,39 @@ come from ``jackrabbit_core.cli``, so this shell and the asyncio one behave the 
 
 from __future__ import annotations
 
-import logging
-import os
 import signal
 import sys
 from types import FrameType
 
 from jackrabbit_core import Config, JackrabbitError
-from jackrabbit_core.cli import AddCommand, TakeCommand, dev_banner, parse_command, ready_line
+from jackrabbit_core.cli import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    SWITCH_INTERVAL,
+    AddCommand,
+    TakeCommand,
+    announce,
+    configure_logging,
+    parse_command,
+    report,
+)
 
 from .client import ClientError
 from .commands import run_add, run_take
 from .server import serve
 
 PROG = "python -m jackrabbit_threads"
-#: How long a thread may hold the GIL while another waits for it (``sys.setswitchinterval``).
-#: The store writer waits that long for the GIL after each fsync, and every hand-off between
-#: a reader, the store writer and a writer thread can too: the default 5 ms would cap the
-#: server at about 160 batches/s while the readers are busy.
-SWITCH_INTERVAL = 0.001
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run what the command line asks; returns the exit status."""
-    _configure_logging()
+    configure_logging()
     try:
         command = parse_command(sys.argv[1:] if argv is None else argv, PROG)
     except JackrabbitError as exc:
-        return _fail(exc)
+        return report(PROG, exc, EXIT_USAGE)
     if isinstance(command, AddCommand | TakeCommand):
         return _client(command)
     return _serve(command.config)
@@ -43,7 +48,7 @@ def _serve(config: Config) -> int:
     try:
         server = serve(config)
     except JackrabbitError as exc:
-        return _fail(exc)
+        return report(PROG, exc, EXIT_USAGE)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         server.stop()
@@ -51,15 +56,12 @@ def _serve(config: Config) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     sys.setswitchinterval(SWITCH_INTERVAL)
-    print(ready_line(config.host, server.port), flush=True)
-    if config.dev:
-        print(dev_banner(config, server.port, "jackrabbit_threads"), flush=True)
+    announce(config, server.port, "jackrabbit_threads")
     try:
         server.serve_forever()
     except JackrabbitError as exc:  # the store failed to close
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return report(PROG, exc, EXIT_FAILED)
+    return EXIT_OK
 
 
 def _client(command: AddCommand | TakeCommand) -> int:
@@ -68,25 +70,9 @@ def _client(command: AddCommand | TakeCommand) -> int:
             return run_add(command)
         return run_take(command)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except (ClientError, OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-
-
-def _fail(exc: BaseException) -> int:
-    print(f"{PROG}: error: {exc}", file=sys.stderr)
-    return 2
-
-
-def _configure_logging() -> None:
-    """Quiet by default: WARNING, or the level named by ``JACKRABBIT_LOG`` (e.g. ``info``)."""
-    name = os.environ.get("JACKRABBIT_LOG", "warning").upper()
-    level = logging.getLevelName(name)
-    logging.basicConfig(
-        level=level if isinstance(level, int) else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+        return report(PROG, exc, EXIT_FAILED)
 
 
 if __name__ == "__main__":

@@ -35,19 +35,18 @@ import logging
 import socket
 import ssl as ssl_module
 import threading
-import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Final, Literal
 
-from jackrabbit_core.cli import queue_path
 from jackrabbit_core.client import (
     Added,
     ClientEvent,
     ClientProtocol,
     Closed,
     Delivery,
+    Endpoint,
     Opened,
     RoleChanged,
     ServerError,
@@ -284,14 +283,11 @@ class Client:
         on_role: Callable[[Role, int | None], None] | None = None,
     ) -> None:
         """Set up, without connecting: use ``connect``."""
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "wss" or not parts.hostname:
-            raise ValueError(f"not a wss:// URL: {url!r}")
+        self._endpoint = Endpoint.parse(url, queue)
         self.url = url
         self.queue = queue
-        self._host = parts.hostname
-        self._port = parts.port or 443
-        self._path = queue_path(queue)
+        self._host = self._endpoint.host
+        self._port = self._endpoint.port
         self._context = ssl if ssl is not None else ssl_module.create_default_context(cafile=ca)
         self.reconnect = reconnect
         #: ``"active"`` or ``"standby"`` once ``take`` was answered; None before (and while
@@ -332,9 +328,7 @@ class Client:
         """
         client = cls(url, queue, ca=ca, ssl=ssl, reconnect=reconnect, on_role=on_role)
         client._link = client._open()
-        client._reader = threading.Thread(
-            target=client._run, name="jackrabbit-client", daemon=True
-        )
+        client._reader = threading.Thread(target=client._run, name="jackrabbit-client", daemon=True)
         client._reader.start()
         return client
 
@@ -441,8 +435,7 @@ class Client:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             tls = TLSStream(sock, self._context, server_side=False, server_hostname=self._host)
             tls.handshake(CONNECT_TIMEOUT)
-            host = f"[{self._host}]" if ":" in self._host else self._host
-            protocol = ClientProtocol(f"{host}:{self._port}", self._path)
+            protocol = self._endpoint.protocol()
             sock.settimeout(CONNECT_TIMEOUT)
             sock.sendall(tls.encrypt(protocol.data_to_send()))
             while True:
