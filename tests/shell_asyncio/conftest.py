@@ -8,48 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import queue
-import signal
 import subprocess
-import sys
-import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import trustme
 
 from jackrabbit_asyncio import Client, Server, serve
 from jackrabbit_core import Config
 
-ROOT = Path(__file__).absolute().parents[2]
-HOST = "127.0.0.1"
-#: Generous bound for anything a test waits for (the machine may be busy).
-WAIT = 15.0
+from ..support import HOST, ROOT, WAIT, Certs, ServerProcess, run_module, write_certs
+
+__all__ = ["HOST", "ROOT", "WAIT", "Certs", "write_certs"]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Certs:
-    ca: str
-    chain: str
-    key: str
-
-
-def write_certs(folder: Path, ca: trustme.CA | None = None) -> Certs:
-    ca = ca or trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    paths = Certs(str(folder / "ca.pem"), str(folder / "chain.pem"), str(folder / "key.pem"))
-    ca.cert_pem.write_to_path(paths.ca)
-    cert.private_key_pem.write_to_path(paths.key)
-    with open(paths.chain, "wb") as chain:
-        for blob in cert.cert_chain_pems:
-            chain.write(blob.bytes())
-    return paths
 
 
 @pytest.fixture(scope="session")
@@ -112,61 +86,11 @@ async def eventually(predicate: Any, timeout: float = WAIT) -> None:
         await asyncio.sleep(0.01)
 
 
-class Process:
+class Process(ServerProcess):
     """``python -m jackrabbit_asyncio ARGS`` with its stdout lines on a queue."""
 
     def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
-        environ = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jackrabbit_asyncio", *args],
-            cwd=cwd,
-            env=environ,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def line(self, timeout: float = WAIT) -> str:
-        try:
-            return self.lines.get(timeout=timeout)
-        except queue.Empty:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-            raise AssertionError(f"no line from the server; stderr: {err}") from None
-
-    def port(self) -> int:
-        """Wait for the ready line; return its port."""
-        line = self.line()
-        assert line.startswith("jackrabbit listening on wss://"), line
-        return int(line.rsplit(":", 1)[1])
-
-    def terminate(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
-        """Send ``sig``; return the exit status and stderr."""
-        self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(WAIT)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-        assert self.proc.stderr is not None
-        return code, self.proc.stderr.read()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+        super().__init__("jackrabbit_asyncio", *args, cwd=cwd, env=env)
 
 
 Spawn = Callable[..., Process]
@@ -189,12 +113,4 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = WAIT) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "jackrabbit_asyncio", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_module("jackrabbit_asyncio", *args, cwd=cwd, timeout=timeout)

@@ -3,11 +3,7 @@ and a helper that runs ``python -m jackrabbit_threads`` as a subprocess."""
 
 from __future__ import annotations
 
-import os
-import queue
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,15 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
 from jackrabbit_core import Config
 from jackrabbit_threads import Client, Server, serve
 
-ROOT = Path(__file__).absolute().parents[2]
-HOST = "127.0.0.1"
-#: Generous bound for anything a test waits for.
-WAIT = 15.0
+from ..support import HOST, ROOT, WAIT, Certs, ServerProcess, run_module, write_certs
+
+__all__ = ["HOST", "ROOT", "WAIT", "Certs", "write_certs"]
 
 
 def settle_threads(target: int) -> int:
@@ -35,25 +29,9 @@ def settle_threads(target: int) -> int:
     return threading.active_count()
 
 
-@dataclass(frozen=True)
-class Certs:
-    ca: str
-    chain: str
-    key: str
-
-
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    folder = tmp_path_factory.mktemp("certs")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    paths = Certs(str(folder / "ca.pem"), str(folder / "chain.pem"), str(folder / "key.pem"))
-    ca.cert_pem.write_to_path(paths.ca)
-    cert.private_key_pem.write_to_path(paths.key)
-    with open(paths.chain, "wb") as chain:
-        for blob in cert.cert_chain_pems:
-            chain.write(blob.bytes())
-    return paths
+    return write_certs(tmp_path_factory.mktemp("certs"))
 
 
 @dataclass
@@ -120,58 +98,12 @@ def running(start: Starter) -> Running:
     return start()
 
 
-class Process:
+class Process(ServerProcess):
     """``python -m jackrabbit_threads ARGS`` with its stdout lines on a queue."""
 
-    def __init__(self, *args: str, cwd: Path) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jackrabbit_threads", *args],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def line(self, timeout: float = WAIT) -> str:
-        return self.lines.get(timeout=timeout)
-
-    def terminate(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
-        """Send ``sig``; return the exit status and stderr."""
-        self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(WAIT)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-        assert self.proc.stderr is not None
-        return code, self.proc.stderr.read()
-
-    def threads(self) -> int:
-        """The process's thread count, from /proc."""
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        for line in status.splitlines():
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-        raise AssertionError("no Threads line")
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+        super().__init__("jackrabbit_threads", *args, cwd=cwd, env=env)
 
 
 def run(*args: str, cwd: Path, timeout: float = WAIT) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "jackrabbit_threads", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_module("jackrabbit_threads", *args, cwd=cwd, timeout=timeout)

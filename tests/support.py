@@ -1,0 +1,125 @@
+"""Test helpers both shells' suites use: trustme certificates and ``python -m SHELL``
+subprocesses whose stdout lines arrive on a queue (every wait bounded)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import trustme
+
+ROOT = Path(__file__).absolute().parents[1]
+HOST = "127.0.0.1"
+#: Generous bound for anything a test waits for (the machine may be busy).
+WAIT = 15.0
+
+
+@dataclass(frozen=True)
+class Certs:
+    ca: str
+    chain: str
+    key: str
+
+
+def write_certs(folder: Path, ca: trustme.CA | None = None) -> Certs:
+    """A CA and a server certificate for 127.0.0.1/localhost, as PEM files in ``folder``."""
+    ca = ca or trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    paths = Certs(str(folder / "ca.pem"), str(folder / "chain.pem"), str(folder / "key.pem"))
+    ca.cert_pem.write_to_path(paths.ca)
+    cert.private_key_pem.write_to_path(paths.key)
+    with open(paths.chain, "wb") as chain:
+        for blob in cert.cert_chain_pems:
+            chain.write(blob.bytes())
+    return paths
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+
+class ServerProcess:
+    """``python -m MODULE ARGS`` with its stdout lines on a queue."""
+
+    def __init__(
+        self, module: str, *args: str, cwd: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=cwd,
+            env=_env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def line(self, timeout: float = WAIT) -> str:
+        """The next stdout line; fails the test (with stderr) if none comes in time."""
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            raise AssertionError(f"no line from the server; stderr: {err}") from None
+
+    def port(self) -> int:
+        """Wait for the ready line; return its port."""
+        line = self.line()
+        assert line.startswith("jackrabbit listening on wss://"), line
+        return int(line.rsplit(":", 1)[1])
+
+    def terminate(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        """Send ``sig``; return the exit status and stderr."""
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(WAIT)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        assert self.proc.stderr is not None
+        return code, self.proc.stderr.read()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    def threads(self) -> int:
+        """The process's thread count, from /proc."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+        raise AssertionError("no Threads line")
+
+
+def run_module(
+    module: str, *args: str, cwd: Path, timeout: float = WAIT
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m MODULE ARGS`` to completion, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
