@@ -82,6 +82,8 @@ class Subscribed:
 
     role: Literal["active", "standby"]
     epoch: int | None
+    #: The ``req`` of the ``take`` this answers.
+    req: int | str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +252,7 @@ def _decode_event(payload: bytes) -> ClientEvent:
                 bool(event.get("duplicate", False)),
             )
         if kind == "subscribed":
-            return Subscribed(event["role"], event.get("epoch"))
+            return Subscribed(event["role"], event.get("epoch"), event.get("req"))
         if kind in ("active", "standby"):
             return RoleChanged(kind, event["epoch"])
         if kind == "error":

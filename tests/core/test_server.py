@@ -78,8 +78,8 @@ def test_delivery_ack_and_failover_redelivers_in_order(world: World) -> None:
     world.flush(main)
     spare.protocol.take()
     world.flush(spare)
-    assert world.take_events(main) == [Subscribed("active", 1)]
-    assert world.take_events(spare) == [Subscribed("standby", None)]
+    assert world.take_events(main) == [Subscribed("active", 1, 1)]
+    assert world.take_events(spare) == [Subscribed("standby", None, 1)]
     for i in range(4):
         add(world, producer, b"m%d" % i)
     got = [e for e in world.take_events(main) if isinstance(e, Delivery)]
@@ -128,7 +128,7 @@ def test_epoch_and_cursor_survive_restart(tmp_path: Path) -> None:
     consumer.protocol.take()
     world.flush(consumer)
     events = world.take_events(consumer)
-    assert events[0] == Subscribed("active", 1)
+    assert events[0] == Subscribed("active", 1, 1)
     consumer.protocol.ack(2)
     world.flush(consumer)
     world.close()
@@ -137,7 +137,7 @@ def test_epoch_and_cursor_survive_restart(tmp_path: Path) -> None:
     consumer.protocol.take()
     world.flush(consumer)
     events = world.take_events(consumer)
-    assert events[0] == Subscribed("active", 2)
+    assert events[0] == Subscribed("active", 2, 1)
     assert [d.seq for d in events if isinstance(d, Delivery)] == [3]
     world.close()
 
