@@ -24,7 +24,7 @@ def draw(results: Results, path: Path, title: str) -> Path | None:
                or results.get("w3", "p99", s) is not None]
     if not systems:
         return None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.8))
     width = 0.8 / len(systems)
     for i, system in enumerate(systems):
         xs = [j + i * width for j in range(len(THROUGHPUT))]
@@ -46,9 +46,11 @@ def draw(results: Results, path: Path, title: str) -> Path | None:
     right.set_ylabel("ms (lower is better)")
     right.set_title("End-to-end latency at 1,000 msg/s")
     right.margins(y=0.18)
-    left.legend(fontsize=8, loc="upper right")
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(systems), 3), fontsize=9,
+               frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -98,6 +98,8 @@ def _is_idle(key: Key, calls: int, self_s: float) -> bool:
         return True  # start-up (imports), not the hot path
     if key[0] != "~":
         return False
+    if "flush_wal" in key[2]:
+        return True  # the fsync: the writer thread waits for the disk (reported apart)
     if any(m in key[2] for m in IDLE_MARKERS):
         return True
     return any(m in key[2] for m in BLOCKING_READS) and self_s > BLOCKED_CALL_S * max(calls, 1)
@@ -135,8 +137,8 @@ def summarize(stats: pstats.Stats, root: str = "", own: tuple[str, ...] = ("jack
 def markdown(summary: ProfileSummary, title: str) -> str:
     lines = [
         f"**{title}**: busy {summary.busy_s:.2f} s of profiled thread time, left out: "
-        f"{summary.idle_s:.2f} s waiting (poll, locks, sleep, blocking reads) or importing "
-        "modules at start-up.",
+        f"{summary.idle_s:.2f} s waiting (poll, locks, sleep, blocking reads, fsync) or "
+        "importing modules at start-up.",
         "",
         "Self time by layer: " + ", ".join(f"{name} {pct:.0f}%" for name, pct in summary.layers
                                            if pct >= 0.5) + ".",
@@ -147,8 +149,11 @@ def markdown(summary: ProfileSummary, title: str) -> str:
     lines += [f"| `{h.label}` | {h.self_pct:.1f} | {h.cum_pct:.1f} | {h.calls:,} |"
               for h in summary.top_self]
     for name, calls, mean_ms in summary.syncs:
-        lines += ["", f"RocksDB: `{name}` was called {calls:,} times, {mean_ms:.2f} ms each on "
-                      "average (the batch write and its fsync; in the writer thread)."]
+        what = ("the WAL fsync, counted as waiting above" if "flush_wal" in name
+                else "the batch write")
+        lines += ["", f"RocksDB `{name}` ({what}): {calls:,} calls, {mean_ms:.2f} ms each on "
+                      "average, wall time in the writer thread, including the wait to get the "
+                      "GIL back afterwards (Python's switch interval is 5 ms)."]
     lines += ["", "cProfile does not see a `with lock:` block's wait for the lock: that "
                   "wait shows as self time of the function holding the `with`. Cumulative "
                   "time of a thread's loop function includes its idle waits."]
