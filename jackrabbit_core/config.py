@@ -38,6 +38,8 @@ class Config:
     handshake_timeout: float = 10.0
     #: Unconfirmed adds one connection may have before the shell stops reading from it.
     max_pending_adds: int = 10_000
+    #: ... and the bytes of data in them (whichever limit comes first).
+    max_pending_bytes: int = 4 * MIB
 
     @property
     def dead_after(self) -> float:

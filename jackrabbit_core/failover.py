@@ -248,6 +248,17 @@ class Queue:
         return self._last_seq
 
     @property
+    def window(self) -> int:
+        """Most messages one call sends (rule 9); the caller may size it to the messages."""
+        return self._window
+
+    @window.setter
+    def window(self, window: int) -> None:
+        if window < 1:
+            raise InvalidState(f"window must be >= 1, got {window}")
+        self._window = window
+
+    @property
     def acked(self) -> int:
         """Every seq at or below this is done."""
         return self._acked

@@ -51,6 +51,11 @@ from .store import Batch, Store
 
 #: Most messages fetched from the store in one read (bounds memory per delivery).
 READ_WINDOW = 256
+#: About how many bytes of messages one pump hands a consumer's transport before its write
+#: buffer gets a chance to push back (``set_writable``); the delivery window in messages is
+#: sized from the messages actually delivered, between these bounds.
+PUMP_BYTES = 4 * 1024 * 1024
+MIN_WINDOW, MAX_WINDOW = 4, 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,8 @@ class _Session:
     dialect: Dialect | None = None
     consumer: bool = False
     unconfirmed: int = 0
+    #: Bytes of data in those unconfirmed adds.
+    unconfirmed_bytes: int = 0
     #: The shell's write buffer for it is full: it does not read what we send.
     unwritable: bool = False
     reading_paused: bool = False
@@ -500,20 +507,31 @@ class Server:
         """Hold a confirmation until ``holder`` is durable; push back on a flooding producer."""
         holder.confirmations.append(confirmation)
         session.unconfirmed += 1
+        session.unconfirmed_bytes += len(confirmation.message.data)
         self._pace(confirmation.conn, session)
 
     def _pace(self, conn_id: int, session: _Session) -> None:
         """Backpressure on a producer (protocol §7.1): pause reading it while its unconfirmed
-        adds pile up or while it does not read its confirmations; resume at half the limit.
+        adds pile up (in number or in bytes) or while it does not read its confirmations;
+        resume below half the limits. This is what bounds the server's memory per producer.
 
         A consumer is never paused for its own full buffer: prefetch and ``set_writable``
         already stop its deliveries, and its acks must keep flowing."""
-        limit = self.config.max_pending_adds
+        config = self.config
+        stuck = session.unwritable and not session.consumer
         if not session.reading_paused:
-            if session.unconfirmed >= limit or (session.unwritable and not session.consumer):
+            if (
+                stuck
+                or session.unconfirmed >= config.max_pending_adds
+                or session.unconfirmed_bytes >= config.max_pending_bytes
+            ):
                 session.reading_paused = True
                 self._flow.append(PauseReading(conn_id))
-        elif session.unconfirmed < limit // 2 and not (session.unwritable and not session.consumer):
+        elif (
+            not stuck
+            and session.unconfirmed < config.max_pending_adds // 2
+            and session.unconfirmed_bytes < config.max_pending_bytes // 2
+        ):
             session.reading_paused = False
             self._flow.append(ResumeReading(conn_id))
 
@@ -523,6 +541,7 @@ class Server:
         if session is None:
             return
         session.unconfirmed -= 1
+        session.unconfirmed_bytes -= len(confirmation.message.data)
         self._pace(confirmation.conn, session)
 
     def _reply(self, confirmation: _Confirmation) -> None:
@@ -569,6 +588,7 @@ class Server:
             acked=acked,
             epoch=epoch,
             handover_timeout=self.config.handover_timeout,
+            window=_window_for(self.config.max_message_bytes),
         )
         return _Slot(machine, next_seq=last_seq + 1)
 
@@ -630,7 +650,10 @@ class Server:
         self._dirty[conn.id] = conn
         original = session.dialect is Dialect.ORIGINAL
         counters = self.counters
-        for message in self._messages(name, slot, deliver.first, deliver.last):
+        messages = self._messages(name, slot, deliver.first, deliver.last)
+        size = sum(len(message.data) for message in messages)
+        slot.machine.window = _window_for(size // len(messages))
+        for message in messages:
             if original:
                 conn.send_message(envelope.original_message(message))
             else:
@@ -656,3 +679,8 @@ class Server:
             found.extend(window)
             seq = window[-1].seq + 1
         return found
+
+
+def _window_for(message_bytes: int) -> int:
+    """How many messages of about ``message_bytes`` one pump may send (``PUMP_BYTES``)."""
+    return max(MIN_WINDOW, min(MAX_WINDOW, PUMP_BYTES // max(1, message_bytes + 64)))
