@@ -556,7 +556,7 @@ class Client:
             elif kind is Subscribed:
                 subscribed = cast(Subscribed, event)
                 self._set_role(subscribed.role, subscribed.epoch)
-                # ``subscribed`` carries no req in the core's ClientProtocol: one take per link.
+                # one take per link, so its answer needs no matching by req
                 _settle(link.take_answer, subscribed)
             elif kind is RoleChanged:
                 changed = cast(RoleChanged, event)

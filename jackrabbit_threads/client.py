@@ -583,7 +583,7 @@ class Client:
                     waiter.settle(event)
             elif isinstance(event, Subscribed):
                 self._set_role(event.role, event.epoch)
-                # ``subscribed`` carries no req in the core's ClientProtocol: one take per link.
+                # one take per link, so its answer needs no matching by req
                 if link.take_answer is not None:
                     link.take_answer.settle(event)
             elif isinstance(event, RoleChanged):
