@@ -223,7 +223,7 @@ class Server:
         for confirmation in done.confirmations:
             self._settle(confirmation)
             self._reply(confirmation)
-        for name in list(done.messages) + list(done.epochs):
+        for name in dict.fromkeys([*done.messages, *done.epochs]):  # each queue once
             self._drain(name, self._slots[name])
 
     def batch_failed(self, reason: str, now: float) -> None:
