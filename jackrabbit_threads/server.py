@@ -58,7 +58,14 @@ from typing import Final
 
 from jackrabbit_core import Config, ConfigError, StoreError
 from jackrabbit_core import server as core
-from jackrabbit_core.actions import CloseTransport, PauseReading, ResumeReading, Send, WriteBatch
+from jackrabbit_core.actions import (
+    CloseTransport,
+    PauseReading,
+    ResumeReading,
+    Send,
+    WatchFlush,
+    WriteBatch,
+)
 from jackrabbit_core.cli import bind_error, open_store, tls_error
 from jackrabbit_core.store import Batch, Store
 
@@ -152,7 +159,9 @@ class _Conn:
         "throttled",
         "tls",
         "tls_pending",
+        "watching",
         "writable",
+        "written",
     )
 
     def __init__(self, conn_id: int, sock: socket.socket, tls: TLSStream) -> None:
@@ -165,6 +174,10 @@ class _Conn:
         self.out: collections.deque[bytes] = collections.deque()
         #: Bytes handed to this connection and not yet through ``sendall``.
         self.buffered = 0
+        #: Bytes handed to this connection that went through ``sendall``, in all.
+        self.written = 0
+        #: The core asked to hear when the buffer is written out (``WatchFlush``).
+        self.watching = False
         #: The core was told this connection is not writable.
         self.throttled = False
         #: The core asked to stop reading (``PauseReading``).
@@ -473,13 +486,20 @@ class Server:
     def _sent(self, conn: _Conn, size: int) -> None:
         with conn.lock:
             conn.buffered -= size
+            conn.written += size
             resume = conn.throttled and conn.buffered < LOW_WATER
             if resume:
                 conn.throttled = False
             if conn.buffered <= READ_STOP:
                 conn.readable.notify()
+            flushed = conn.watching and not conn.buffered
+            if flushed:
+                conn.watching = False
+            written = conn.written
         if resume:
             self._post(lambda: self._core.set_writable(conn.id, True, time.monotonic()))
+        if flushed:
+            self._post(lambda: self._core.flushed(conn.id, written, time.monotonic()))
 
     # -- the core lock --------------------------------------------------------------------
 
@@ -554,6 +574,10 @@ class Server:
                         with conn.lock:
                             conn.paused = False
                             conn.readable.notify()
+                elif isinstance(action, WatchFlush):
+                    conn = conns.get(action.conn)
+                    if conn is not None:
+                        self._watch(conn)
             if not again:
                 break
         self._rearm(core_server.next_deadline())
@@ -571,6 +595,15 @@ class Server:
                 return False
             conn.throttled = True
             return True
+
+    def _watch(self, conn: _Conn) -> None:
+        """``WatchFlush``: report at once if the buffer is empty, else when the writer empties
+        it (``_sent``). Called with the core lock held, so the report is posted."""
+        with conn.lock:
+            conn.watching = bool(conn.buffered)
+            written = None if conn.watching else conn.written
+        if written is not None:
+            self._post(lambda: self._core.flushed(conn.id, written, time.monotonic()))
 
     def _closed(self, conn: _Conn) -> None:
         """``CloseTransport``: the writer flushes and shuts; force it after a while."""
