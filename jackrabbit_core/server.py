@@ -55,7 +55,7 @@ from .connection import (
 )
 from .envelope import Dialect
 from .exceptions import InvalidState
-from .metrics import Counters, QueueGauge, render
+from .metrics import Counters, Exposition
 from .records import Req, StoredMessage
 from .store import Batch, Store
 
@@ -69,6 +69,9 @@ MIN_WINDOW, MAX_WINDOW = 4, 1000
 #: After a failed write the next one waits this long, doubling per failure up to
 #: ``RETRY_MAX`` seconds, so a full disk is not retried in a busy loop (protocol §7.1).
 RETRY_FIRST, RETRY_MAX = 0.05, 2.0
+#: Queues rendered into a ``/metrics`` body per turn (a few milliseconds), and scrapes that may
+#: wait for one body at a time; more get 503 (protocol §1.2).
+SCRAPE_STEP, MAX_SCRAPES = 1000, 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +181,9 @@ class Server:
         #: No ``WriteBatch`` is handed out before this (back-off after a failed write).
         self._retry_at = now
         self._retry_delay = 0.0
+        #: The ``/metrics`` body being rendered, and the connections waiting for it.
+        self._exposition: Exposition | None = None
+        self._scrapers: list[int] = []
         for record in store.recover():
             self._slots[record.name] = self._new_slot(
                 record.name, last_seq=record.last_seq, acked=record.acked, epoch=record.epoch
@@ -299,6 +305,8 @@ class Server:
     def handle_timer(self, now: float) -> None:
         """The timer set at ``next_deadline()`` fired (early or late is fine)."""
         self._now = now
+        if self._exposition is not None:
+            self._scrape_step()
         for name in list(self._to_pump):
             self._to_pump.discard(name)
             slot = self._slots[name]
@@ -316,7 +324,7 @@ class Server:
 
     def next_deadline(self) -> float:
         """When the shell must call ``handle_timer`` next (monotonic seconds)."""
-        if self._to_pump:
+        if self._to_pump or self._exposition is not None:
             return self._now
         deadline = self._next_sweep
         if self._writing is None and self._filling.batch and self._retry_at < deadline:
@@ -384,21 +392,6 @@ class Server:
         session.unmarked = 0
         out.append(WatchFlush(conn_id))
 
-    def metrics_text(self) -> bytes:
-        """The ``GET /metrics`` body."""
-        gauges = (
-            QueueGauge(
-                name=name,
-                depth=slot.machine.last_seq - slot.machine.acked,
-                in_flight=slot.machine.in_flight,
-                consumers=len(slot.machine.line),
-                epoch=slot.machine.epoch,
-                last_seq=slot.machine.last_seq,
-            )
-            for name, slot in sorted(self._slots.items())
-        )
-        return render(self.counters, len(self._conns), gauges)
-
     # -- connections ----------------------------------------------------------------------
 
     def _handle(self, conn: Connection, events: list[ConnectionEvent]) -> None:
@@ -423,11 +416,35 @@ class Server:
             elif path == routes.HEALTH_PATH:
                 conn.respond(200, b"ok\n")
             else:
-                conn.respond(200, self.metrics_text(), b"text/plain; version=0.0.4")
+                self._scrape(conn)
         elif routes.queue_for(request.target) is not None:
             conn.respond(426, b"use a WebSocket upgrade\n", headers=((b"upgrade", b"websocket"),))
         else:
             conn.respond(404, b"not found\n")
+
+    def _scrape(self, conn: Connection) -> None:
+        """``GET /metrics``: answered once the body is rendered, over the next turns; scrapes
+        that arrive meanwhile share it (protocol §1.2)."""
+        if len(self._scrapers) >= MAX_SCRAPES:
+            conn.respond(503, b"too many scrapes at once\n")
+            return
+        self._scrapers.append(conn.id)
+        if self._exposition is None:
+            queues = [(name, slot.machine) for name, slot in self._slots.items()]
+            self._exposition = Exposition(self.counters, len(self._conns), queues)
+
+    def _scrape_step(self) -> None:
+        exposition = self._exposition
+        body = None if exposition is None else exposition.step(SCRAPE_STEP)
+        if body is None:
+            return
+        self._exposition = None
+        scrapers, self._scrapers = self._scrapers, []
+        for conn_id in scrapers:
+            conn = self._conns.get(conn_id)
+            if conn is not None and conn.phase is Phase.HTTP:
+                self._dirty[conn_id] = conn
+                conn.respond(200, body, b"text/plain; version=0.0.4")
 
     def _upgrade(self, conn: Connection, request: UpgradeRequest) -> None:
         """WebSocket upgrades (protocol §1.3, §1.4)."""

@@ -19,7 +19,7 @@ from jackrabbit_core.client import (
     Subscribed,
 )
 from jackrabbit_core.connection import binary_frame
-from jackrabbit_core.server import RETRY_FIRST, RETRY_MAX
+from jackrabbit_core.server import MAX_SCRAPES, RETRY_FIRST, RETRY_MAX
 
 from .world import Peer, World
 
@@ -335,17 +335,58 @@ def test_text_frame_closes_1003_and_oversize_1009(tmp_path: Path) -> None:
 )
 def test_http_routing(world: World, request_bytes: bytes, status: bytes) -> None:
     conn = world.raw_peer()
-    reply = world.send_raw(conn, request_bytes)
+    world.send_raw(conn, request_bytes)
+    world.tick(0.0)  # /metrics is answered on the next turn
+    reply = bytes(world.peers[conn].raw)
     assert reply.split(b" ", 2)[1] == status, reply
     assert world.peers[conn].closed_by_server
+
+
+def scrape(world: World) -> bytes:
+    conn = world.raw_peer()
+    reply = world.send_raw(conn, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    world.tick(0.0)
+    return reply + bytes(world.peers[conn].raw[len(reply) :])
 
 
 def test_metrics_count_adds(world: World) -> None:
     producer = opened(world)
     add(world, producer, b"a")
-    text = world.server.metrics_text().decode()
+    text = scrape(world).decode()
+    assert text.startswith("HTTP/1.1 200")
     assert "jackrabbit_adds_total 1" in text
     assert 'jackrabbit_queue_last_seq{queue="default"} 1' in text
+
+
+def test_a_scrape_of_many_queues_is_rendered_a_slice_per_turn(world: World) -> None:
+    """Issue 9.10: 10,000 queues are 2 MB of series; each turn renders ``SCRAPE_STEP`` queues,
+    so the other connections are served between slices, and concurrent scrapes share it."""
+    producer = opened(world, "/queues/q-0")
+    for i in range(2500):
+        world.server._slot(f"q-{i}")
+    scrapers = [world.raw_peer() for _ in range(2)]
+    for conn in scrapers:
+        assert world.send_raw(conn, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n") == b""
+    turns = 0
+    while not world.peers[scrapers[0]].raw:
+        assert add(world, producer, b"served between slices").seq == turns + 1
+        world.server.handle_timer(world.now)
+        world.run()
+        turns += 1
+    assert turns == 3  # 2,500 queues, 1,000 a turn
+    bodies = [bytes(world.peers[conn].raw).split(b"\r\n\r\n", 1)[1] for conn in scrapers]
+    assert bodies[0] == bodies[1]
+    assert bodies[0].count(b"jackrabbit_queue_epoch{") == 2500
+    assert b'jackrabbit_queue_last_seq{queue="q-0"} 1' in bodies[0]  # read at its turn
+
+
+def test_scrapes_waiting_at_once_are_bounded(world: World) -> None:
+    replies = []
+    for _ in range(MAX_SCRAPES + 1):
+        conn = world.raw_peer()
+        replies.append(world.send_raw(conn, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert replies[:-1] == [b""] * MAX_SCRAPES
+    assert replies[-1].startswith(b"HTTP/1.1 503")
 
 
 def test_max_connections_answers_503(tmp_path: Path) -> None:
