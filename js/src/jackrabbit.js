@@ -74,6 +74,7 @@ const CLOSE_NORMAL = 1000;
  * @property {(() => void) | null} onopen
  * @property {(data: Uint8Array) => void} send
  * @property {(code?: number, reason?: string) => void} close
+ * @property {() => void} [terminate] `ws` only: drop the connection without a close handshake.
  */
 
 /** @typedef {new (url: string, protocols: string[], options?: object) => Socket} SocketClass */
@@ -246,7 +247,7 @@ class Link {
     socket.onmessage = (event) => client._receive(this, event.data);
     socket.onerror = (event) => {
       const error = /** @type {{ message?: unknown }} */ (event ?? {});
-      if (typeof error.message === 'string') this.error = error.message;
+      if (!this.error && typeof error.message === 'string') this.error = error.message;
     };
     socket.onclose = (event) => this.closed(event.code, event.reason);
   }
@@ -426,7 +427,9 @@ export class Client {
    */
   async add(data, { key } = {}) {
     const bytes = typeof data === 'string' ? utf8.encode(data) : data;
-    if (!(bytes instanceof Uint8Array)) throw new TypeError('data must be a Uint8Array or a string');
+    if (!(bytes instanceof Uint8Array)) {
+      throw new TypeError('data must be a Uint8Array or a string');
+    }
     if (key !== undefined && typeof key !== 'string') throw new TypeError('key must be a string');
     const link = this._link;
     const ready = link !== null && link.usable && link.socket.bufferedAmount <= HIGH_WATER;
@@ -501,7 +504,10 @@ export class Client {
       });
       await Promise.race([link.lost.promise, timeout]);
       clearTimeout(timer);
-      link.fail(new ConnectionLost('closed', 'the client is closed'));
+      if (!link.lost.settled) {
+        link.socket.terminate?.(); // a browser's WebSocket gives up by itself in the end
+        link.fail(new ConnectionLost('closed', 'the client is closed'));
+      }
     }
     this._end();
   }
@@ -599,7 +605,9 @@ export class Client {
   _end() {
     this._ended = true;
     this._wakeReaders();
-    if (this._taken !== null) rejectQuietly(this._taken, new ConnectionLost('closed', 'the connection is closed'));
+    if (this._taken !== null) {
+      rejectQuietly(this._taken, new ConnectionLost('closed', 'the connection is closed'));
+    }
   }
 
   _wakeReaders() {
@@ -630,7 +638,9 @@ export class Client {
     /** @type {Record<string, any>} */
     let event;
     try {
-      event = /** @type {Record<string, any>} */ (decoder.decode(/** @type {ArrayBuffer} */ (data)));
+      event = /** @type {Record<string, any>} */ (
+        decoder.decode(/** @type {ArrayBuffer} */ (data))
+      );
       if (typeof event !== 'object' || event === null) throw new TypeError('not a map');
     } catch (error) {
       console.warn('jackrabbit: unreadable event from the server:', error);
@@ -654,7 +664,9 @@ export class Client {
       }
       case 'subscribed':
         this._setRole(event.role, event.epoch ?? null);
-        if (this._taken !== null && this._subscription !== null) settle(this._taken, this._subscription);
+        if (this._taken !== null && this._subscription !== null) {
+          settle(this._taken, this._subscription);
+        }
         break;
       case 'active':
         this._setRole('active', event.epoch);
@@ -681,7 +693,12 @@ export class Client {
     if (answer !== undefined) {
       link.waiting.delete(/** @type {number} */ (req));
       answer.reject(error);
-    } else if (req !== undefined && req === link.takeReq && this._taken !== null && !this._taken.settled) {
+    } else if (
+      req !== undefined &&
+      req === link.takeReq &&
+      this._taken !== null &&
+      !this._taken.settled
+    ) {
       this._taken.reject(error);
     } else if (req !== undefined && req === link.handoverReq && link.handoverAnswer !== null) {
       link.handoverAnswer.reject(error);
@@ -729,8 +746,9 @@ function loadWs() {
     (error) => {
       wsModule = null;
       throw new TypeError(
-        'this runtime has no WebSocket, or the ca option was given: both need the ws package ' +
-          `(npm install ws) on Node.js; browsers use their own WebSocket and trust store (${error})`,
+        'this runtime has no WebSocket, or the ca option was given: both need the ws ' +
+          'package (npm install ws) on Node.js; browsers use their own WebSocket and trust ' +
+          `store (${error})`,
       );
     },
   );

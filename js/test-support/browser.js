@@ -52,7 +52,8 @@ export async function launch(dir, caFile) {
   const nssdb = join(home, '.pki', 'nssdb');
   await mkdir(nssdb, { recursive: true });
   await run('certutil', ['-N', '-d', `sql:${nssdb}`, '--empty-password']);
-  await run('certutil', ['-A', '-d', `sql:${nssdb}`, '-n', 'jackrabbit-test-ca', '-t', 'C,,', '-i', caFile]);
+  const trust = ['-n', 'jackrabbit-test-ca', '-t', 'C,,', '-i', caFile];
+  await run('certutil', ['-A', '-d', `sql:${nssdb}`, ...trust]);
   const { chromium } = await import('playwright-core');
   return chromium.launch({
     executablePath: CHROMIUM,
@@ -117,7 +118,9 @@ function run(program, args) {
   return within(
     new Promise((resolve, reject) => {
       execFile(program, args, (error, _out, err) =>
-        error ? reject(new Error(`${program} ${args.join(' ')} failed: ${err || error}`)) : resolve(null),
+        error
+          ? reject(new Error(`${program} ${args.join(' ')} failed: ${err || error}`))
+          : resolve(null),
       );
     }),
     `${program} ${args[0]}`,
@@ -126,5 +129,7 @@ function run(program, args) {
 
 /** Whether `program` is in a folder of `$PATH`. @param {string} program */
 function onPath(program) {
-  return (process.env.PATH ?? '').split(delimiter).some((folder) => existsSync(join(folder, program)));
+  return (process.env.PATH ?? '')
+    .split(delimiter)
+    .some((folder) => existsSync(join(folder, program)));
 }

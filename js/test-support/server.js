@@ -114,12 +114,18 @@ export class Server {
   static async start(certs, { port = 0, db = join(certs.dir, 'db') } = {}) {
     const args = ['-m', 'jackrabbit_asyncio', '--host', HOST, '--port', String(port), '--db', db];
     args.push('--chain-cert', certs.chain, '--private-key', certs.key, '--fsync', 'never');
-    const child = spawn(PYTHON, args, { env: ENV, cwd: certs.dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(PYTHON, args, {
+      env: ENV,
+      cwd: certs.dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     running.add(child);
     let stderr = '';
     child.stderr?.setEncoding('utf8').on('data', (chunk) => (stderr += chunk));
     const exited = new Promise((resolve) => child.once('exit', resolve));
-    const lines = createInterface({ input: /** @type {import('node:stream').Readable} */ (child.stdout) });
+    const lines = createInterface({
+      input: /** @type {import('node:stream').Readable} */ (child.stdout),
+    });
     const ready = new Promise((resolve, reject) => {
       lines.once('line', resolve);
       exited.then((code) => reject(new Error(`the server exited (${code}): ${stderr}`)));
@@ -192,7 +198,11 @@ export async function upgradeRecorder(certs) {
   /** @type {Promise<{ authorization?: string, protocols?: string, path?: string }>} */
   const request = new Promise((resolve) => {
     wss.once('connection', (_socket, { headers, url }) => {
-      resolve({ authorization: headers.authorization, protocols: headers['sec-websocket-protocol'], path: url });
+      resolve({
+        authorization: headers.authorization,
+        protocols: headers['sec-websocket-protocol'],
+        path: url,
+      });
     });
   });
   await new Promise((resolve) => https.listen(0, HOST, () => resolve(null)));

@@ -10,7 +10,14 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 
 import { launch, missing, staticServer } from '../test-support/browser.js';
-import { Server, WAIT, makeCerts, removeDir, upgradeRecorder, within } from '../test-support/server.js';
+import {
+  Server,
+  WAIT,
+  makeCerts,
+  removeDir,
+  upgradeRecorder,
+  within,
+} from '../test-support/server.js';
 
 /** @typedef {typeof import('../src/jackrabbit.js')} Module */
 
@@ -62,7 +69,10 @@ describe('in Chromium', { skip: reason ?? false, timeout: 8 * WAIT }, () => {
       page.evaluate(async (url) => {
         const { connect } = /** @type {Module} */ (/** @type {any} */ (window).jackrabbit);
         const producer = await connect(url, { queue: 'page' });
-        const seqs = [await producer.add('hello from a page'), await producer.add(new Uint8Array([0, 255]))];
+        const seqs = [
+          await producer.add('hello from a page'),
+          await producer.add(new Uint8Array([0, 255])),
+        ];
         const consumer = await connect(url, { queue: 'page' });
         const messages = await consumer.take({ prefetch: 10 });
         /** @type {Array<[number, number[], boolean, number]>} */
@@ -74,7 +84,12 @@ describe('in Chromium', { skip: reason ?? false, timeout: 8 * WAIT }, () => {
         }
         const role = consumer.role;
         await Promise.all([producer.close(), consumer.close()]);
-        return { seqs, received, role, text: new TextDecoder().decode(new Uint8Array(received[0][1])) };
+        return {
+          seqs,
+          received,
+          role,
+          text: new TextDecoder().decode(new Uint8Array(received[0][1])),
+        };
       }, server.url),
       'the round trip in the page',
     );
@@ -92,7 +107,10 @@ describe('in Chromium', { skip: reason ?? false, timeout: 8 * WAIT }, () => {
         /** @type {Array<[string, number | null]>} */
         const rolesB = [];
         const a = await connect(url, { queue: 'page-failover' });
-        const b = await connect(url, { queue: 'page-failover', onRole: (role, epoch) => rolesB.push([role, epoch]) });
+        const b = await connect(url, {
+          queue: 'page-failover',
+          onRole: (role, epoch) => rolesB.push([role, epoch]),
+        });
         const messagesA = (await a.take())[Symbol.asyncIterator]();
         const messagesB = (await b.take())[Symbol.asyncIterator]();
         const producer = await connect(url, { queue: 'page-failover' });

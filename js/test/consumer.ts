@@ -20,7 +20,10 @@ export async function produceAndConsume(url: string, ca: string): Promise<number
     onRole: (role: Role, epoch: number | null) => console.log(role, epoch),
   };
   const client: Client = await connect(url, options);
-  const seqs: number[] = await Promise.all([client.add('text'), client.add(new Uint8Array([1]), { key: 'k' })]);
+  const seqs: number[] = await Promise.all([
+    client.add('text'),
+    client.add(new Uint8Array([1]), { key: 'k' }),
+  ]);
   const messages: Subscription = await client.take({ prefetch: 100 });
   for await (const message of messages) {
     const seq: number = message.seq;

@@ -40,8 +40,14 @@ test('the declarations come out of the JSDoc', { timeout: BOUND }, async () => {
     const { status, output } = await tsc(['-p', 'tsconfig.build.json', '--outDir', out]);
     assert.equal(status, 0, output);
     const declarations = await readFile(join(out, 'jackrabbit.d.ts'), 'utf8');
-    assert.match(declarations, /add\(data: Uint8Array \| string, \{ key \}\?: \{\s*key\?: string;?\s*\}\): Promise<number>;/);
-    assert.match(declarations, /export function connect\(url: string, options\?: ConnectOptions\): Promise<Client>;/);
+    assert.match(
+      declarations,
+      /add\(data: Uint8Array \| string, \{ key \}\?: \{\s*key\?: string;?\s*\}\): Promise<number>;/,
+    );
+    assert.match(
+      declarations,
+      /export function connect\(url: string, options\?: ConnectOptions\): Promise<Client>;/,
+    );
   } finally {
     await rm(out, { recursive: true, force: true });
   }
