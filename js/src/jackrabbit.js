@@ -398,9 +398,9 @@ export class Client {
     this._taken = null;
     this._ended = false;
     this._closing = false;
-    /** The back-off sleep of the reconnection loop, which `close()` cuts short.
-     * @type {{ timer: ReturnType<typeof setTimeout>, wake: () => void } | null} */
-    this._sleeping = null;
+    /** Ends the reconnection loop's back-off sleep early (for `close()`).
+     * @type {(() => void) | null} */
+    this._wake = null;
   }
 
   /** The WebSocket close code of the last connection once it ended (1001: the server shut
@@ -492,7 +492,7 @@ export class Client {
   async close() {
     this._closing = true;
     this._wakeWaitingForLink();
-    if (this._sleeping !== null) this._sleeping.wake();
+    this._wake?.();
     this._opening?.abort('the client is closed');
     const link = this._link;
     if (link !== null && !link.lost.settled) {
@@ -593,9 +593,12 @@ export class Client {
         if (this._closing) return;
         await new Promise((resolve) => {
           const timer = setTimeout(resolve, delay);
-          this._sleeping = { timer, wake: () => (clearTimeout(timer), resolve(undefined)) };
+          this._wake = () => {
+            clearTimeout(timer);
+            resolve(undefined);
+          };
         });
-        this._sleeping = null;
+        this._wake = null;
         delay = Math.min(delay * 2, RETRY_MAX);
       }
     }
