@@ -13,9 +13,10 @@ either, 1009) and finished within ``message_timeout`` seconds (else 1008), pings
 close handshake run. Whatever a peer sends, ``receive_data`` never raises: bad input becomes an
 HTTP error status or a close frame with a code and a reason.
 
-What an idle connection holds is kept small (protocol §2.2): no ``h11`` object outlives the
-request head it parses, an upgraded connection keeps only ``wsproto``'s frame parser, and an
-unfinished message is one ``bytearray``, not one object per fragment.
+What an idle connection holds is kept small, for it is multiplied by every open connection: no
+``h11`` object outlives the request head it parses, an upgraded connection keeps only
+``wsproto``'s frame parser (not its ``Connection`` with an event queue), and an unfinished
+message is one ``bytearray``, not one object per fragment.
 
 After every call the caller must collect ``data_to_send()`` and, once ``transport_done`` is
 true and the data is written, close the transport. The facade's timer sweep must call
@@ -34,18 +35,6 @@ from wsproto.frame_protocol import Frame, FrameProtocol, Opcode, ParseFailed
 from . import codes, http1
 from .exceptions import InvalidState
 from .http1 import MAX_HEAD_BYTES, Headers, HttpError
-
-__all__ = [
-    "MAX_HEAD_BYTES",
-    "Connection",
-    "ConnectionEvent",
-    "Disconnected",
-    "HttpRequest",
-    "MessageReceived",
-    "Phase",
-    "UpgradeRequest",
-    "binary_frame",
-]
 
 #: A message may have this many frames, or one per ``FRAME_BYTES`` of the size cap if that is
 #: more (protocol §2.2): enough for any client that fragments at a few KiB, and a bound on the
