@@ -127,7 +127,7 @@ class Connection:
     def __init__(self, conn_id: int, now: float, *, max_message_bytes: int) -> None:
         self.id = conn_id
         self.opened_at = now
-        #: When a byte last came from the peer (heartbeat deadlines, protocol §9).
+        #: When a byte last came from the peer, before our close (heartbeat deadlines, §9).
         self.last_seen = now
         self.max_message_bytes = max_message_bytes
         self.phase = Phase.HTTP
@@ -172,7 +172,10 @@ class Connection:
 
         A request event must be answered (``respond`` or ``accept``) before more data is fed.
         """
-        self.last_seen = now
+        if self.phase is not Phase.CLOSING:
+            # After our close frame only the peer's echo matters: whatever else it sends does
+            # not keep the connection, so the heartbeat timeout ends an unanswered close.
+            self.last_seen = now
         if self.phase is Phase.HTTP:
             return self._receive_http(data)
         frames = self._frames

@@ -72,3 +72,16 @@ def test_a_smuggled_frame_is_never_executed(world: World) -> None:
     assert reply.startswith(b"HTTP/1.1 400 "), reply
     assert world.peers[conn].closed_by_server
     assert "jackrabbit_adds_total 0" in world.server.metrics_text().decode()
+
+
+def test_a_peer_that_never_answers_the_close_is_dropped(world: World) -> None:
+    """protocol §9: once the server has closed, only the peer's close frame counts; frames it
+    keeps sending do not hold the connection past two heartbeat intervals."""
+    peer = opened(world)
+    send(world, peer, frame(BINARY, b"", fin=False) + frame(CONT, b"", fin=False) * 1024)
+    assert world.take_events(peer) == [Closed(1009, "too_large: message in over 1024 frames")]
+    for _ in range(6):
+        world.tick(2.0)
+        send(world, peer, frame(CONT, b"x", fin=False))
+    assert peer.closed_by_server
+    assert world.server.open_connections == 0
