@@ -23,6 +23,9 @@ def fmt(value: float | None, digits: int = 3) -> str:
         return f"{round(value):,}"
     if value == 0:
         return "0"
+    if abs(value) >= 10 ** (digits - 1):
+        return f"{round(value):,}"
+    value = float(f"{value:.{digits}g}")  # rounded first: 9.9999 shows as 10.0, not 10.00
     magnitude = abs(value)
     if magnitude >= 10 ** (digits - 1):
         return f"{round(value):,}"

@@ -24,6 +24,9 @@ def test_fmt_significant_digits_and_missing() -> None:
     assert report.fmt(45.66) == "45.7"
     assert report.fmt(0) == "0"
     assert report.fmt(7.0, 0) == "7"
+    assert report.fmt(9.99999) == "10.0"
+    assert report.fmt(99.99) == "100"
+    assert report.fmt(-2.345) == "-2.35"
 
 
 def test_ratio_and_its_format() -> None:
