@@ -16,10 +16,9 @@ import sys
 from dataclasses import dataclass
 
 from .config import Config, parse_args
-from .devcerts import dev_paths, ensure_dev_certificates
+from .devcerts import dev_paths
 from .exceptions import ConfigError
 from .routes import DEFAULT_QUEUE, QUEUE_NAME
-from .store import Store
 
 DEV_URL = "wss://127.0.0.1:8443"
 
@@ -112,15 +111,6 @@ def _default_ca(ca: str | None) -> str | None:
         return ca
     candidate = dev_paths("tmp").ca
     return candidate if os.path.exists(candidate) else None
-
-
-def open_store(config: Config) -> Store:
-    """The start-up steps that touch the disk, in the order both shells need them: make the
-    ``--dev`` certificates if asked, then open the database. Raises ``ConfigError`` or
-    ``StoreError`` with a one-line message."""
-    if config.dev:
-        ensure_dev_certificates(config.db)
-    return Store.open(config.db, fsync=config.fsync == "always")
 
 
 def ready_line(host: str, port: int) -> str:
