@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from jackrabbit_core.config import Config
-from jackrabbit_core.devcerts import ensure_dev_certificates
 
 from .rocks import RocksStore
 
 
 def open_store(config: Config) -> RocksStore:
-    """The start-up steps that touch the disk, in the order both shells need them: make the
-    ``--dev`` certificates if asked, then open the database. Raises ``ConfigError`` or
-    ``StoreError`` with a one-line message."""
-    if config.dev:
-        ensure_dev_certificates(config.db)
+    """Open the database; raises ``StoreError`` with a one-line message.
+
+    The shells call it after loading the certificate (``jackrabbit_host.tls``), which for
+    ``--dev`` makes it first: a certificate error then leaves no new directory behind.
+    """
     return RocksStore.open(config.db, fsync=config.fsync == "always")
