@@ -15,7 +15,7 @@ from .actions import (
     WriteBatch,
 )
 from .client import ClientProtocol
-from .config import Config, parse_args
+from .config import Config
 from .exceptions import ConfigError, InvalidState, JackrabbitError, StoreError
 from .server import Authenticator, Refusal, Server
 from .storage import Batch, QueueRecord, Store
@@ -42,5 +42,4 @@ __all__ = [
     "StoreError",
     "WatchFlush",
     "WriteBatch",
-    "parse_args",
 ]

@@ -68,8 +68,8 @@ from jackrabbit_core.actions import (
     WatchFlush,
     WriteBatch,
 )
-from jackrabbit_core.cli import bind_error
 from jackrabbit_core.storage import Batch, Store
+from jackrabbit_host.cli import bind_error
 from jackrabbit_host.reads import answer
 from jackrabbit_host.startup import open_store
 from jackrabbit_host.tls import server_context

@@ -17,12 +17,14 @@ import shlex
 import sys
 from dataclasses import dataclass
 
-from .client import Endpoint
-from .config import Config, RaisingParser, parse_args
+from jackrabbit_core.client import Endpoint
+from jackrabbit_core.config import Config
+from jackrabbit_core.envelope import DEFAULT_PREFETCH, MAX_PREFETCH
+from jackrabbit_core.exceptions import ConfigError
+from jackrabbit_core.routes import DEFAULT_QUEUE
+
 from .devcerts import dev_paths
-from .envelope import DEFAULT_PREFETCH, MAX_PREFETCH
-from .exceptions import ConfigError
-from .routes import DEFAULT_QUEUE
+from .options import RaisingParser, parse_args
 
 DEV_URL = "wss://127.0.0.1:8443"
 #: Where the terminal commands look for a CA when ``--ca`` is not given: a ``--dev`` server's,
