@@ -23,6 +23,8 @@ __all__ = ["MAX_SCRAPES", "SCRAPE_STEP", "Admit", "Authenticator", "FrontDoor", 
 #: wait for one body at a time; more get 503 (protocol §1.2).
 SCRAPE_STEP: Final = 1000
 MAX_SCRAPES: Final = 8
+#: The subprotocol naming protocol v1, chosen when a client offers it (protocol §1.3).
+SUBPROTOCOL: Final = "jackrabbit.v1"
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
@@ -39,9 +41,10 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Admit:
-    """Accept the upgrade: the connection serves ``queue``."""
+    """Accept the upgrade: the connection serves ``queue``, answering with ``subprotocol``."""
 
     queue: str
+    subprotocol: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +103,7 @@ class FrontDoor:
             return Reply(503, b"too many connections\n")
         if path in (routes.HEALTH_PATH, routes.METRICS_PATH):
             if request.method not in ("GET", "HEAD"):
-                return Reply(405, b"method not allowed\n", headers=((b"allow", b"GET"),))
+                return Reply(405, b"method not allowed\n", headers=((b"allow", b"GET, HEAD"),))
             if path == routes.HEALTH_PATH:
                 return Reply(200, b"ok\n")
             return self._scrape(conn, open_connections)
@@ -119,7 +122,10 @@ class FrontDoor:
             refusal = self._authenticate(request)
             if refusal is not None:
                 return Reply(refusal.status, refusal.reason.encode() + b"\n")
-        return Admit(queue)
+        # A browser that offered subprotocols fails the handshake unless one is chosen; a
+        # bearer token offered as one is never echoed (protocol §1.3).
+        subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.subprotocols else None
+        return Admit(queue, subprotocol)
 
     def step(self) -> tuple[list[int], Reply] | None:
         """Render the next slice of the ``/metrics`` body; once it is whole, the scrapes

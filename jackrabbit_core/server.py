@@ -345,7 +345,7 @@ class Server:
         decision = self._front.upgrade(request, self._over_capacity(conn))
         if isinstance(decision, Admit):
             self._sessions[conn.id] = _Session(decision.queue)
-            self._handle(conn, conn.accept(request))
+            self._handle(conn, conn.accept(request, decision.subprotocol))
         else:
             self._reply(conn, decision)
 
