@@ -60,26 +60,39 @@ class TLSStream:
         not speak TLS (garbage, plain HTTP), ``ConnectionError`` if it hangs up, or another
         ``OSError``. The socket is left blocking without a timeout.
         """
-        sock, tls, incoming = self.sock, self._tls, self._incoming
+        sock = self.sock
         deadline = None if timeout is None else time.monotonic() + timeout
+        done = self.advance(b"")
         while True:
-            try:
-                tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                pass
             self._send_pending(deadline)
+            if done:
+                break
             if deadline is not None:
                 sock.settimeout(_remaining(deadline))
             data = sock.recv(RECV_SIZE)
             if not data:
                 raise ConnectionResetError("connection closed during the TLS handshake")
-            incoming.write(data)
-        self._send_pending(deadline)
+            done = self.advance(data)
         sock.settimeout(None)
 
+    def advance(self, data: bytes) -> bool:
+        """Feed the handshake bytes read from the socket (``b""`` to start it); True once it
+        is done. Never blocks: the caller sends what ``encrypt(b"")`` then returns and reads
+        more, however it likes (the server's front door does it for many at once).
+
+        Raises ``ssl.SSLError`` for a peer that does not speak TLS.
+        """
+        with self._lock:
+            if data:
+                self._incoming.write(data)
+            try:
+                self._tls.do_handshake()
+            except ssl.SSLWantReadError:
+                return False
+            return True
+
     def _send_pending(self, deadline: float | None) -> None:
-        pending = self._outgoing.read()
+        pending = self.encrypt(b"")
         if pending:
             if deadline is not None:
                 self.sock.settimeout(_remaining(deadline))
