@@ -43,7 +43,14 @@ from typing import Any, Final, cast
 
 from jackrabbit_core import Config, ConfigError
 from jackrabbit_core import server as core
-from jackrabbit_core.actions import CloseTransport, PauseReading, Send, WriteBatch
+from jackrabbit_core.actions import (
+    CloseTransport,
+    PauseReading,
+    ResumeReading,
+    Send,
+    WatchFlush,
+    WriteBatch,
+)
 from jackrabbit_core.cli import bind_error, open_store, tls_error
 from jackrabbit_core.store import Batch, Store
 
@@ -62,6 +69,9 @@ SHUTDOWN_TIMEOUT: Final = 5.0
 #: Decrypted bytes handed to the core per connection per turn of the loop (one TLS record
 #: holds at most 16 KiB).
 READ_SLICE: Final = 16 * 1024
+#: How often connections with unwritten deliveries to an original-dialect consumer are
+#: checked for being written out (``WatchFlush``).
+FLUSH_POLL: Final = 0.005
 #: Pending connections the kernel may queue for us.
 BACKLOG: Final = 1024
 
@@ -123,6 +133,15 @@ _UUID4_MARK: Final = (4 << 76) | (0x8000 << 48)
 _UUID4_BATCH: Final = 256
 
 
+def _written_out(transport: asyncio.Transport) -> bool:
+    """Whether everything written to ``transport`` has reached the socket: nothing in the
+    TLS layer's buffers nor in the socket transport's beneath it."""
+    if transport.get_write_buffer_size():
+        return False
+    inner = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+    return inner is None or not inner.get_write_buffer_size()
+
+
 class _Connection(asyncio.BufferedProtocol):
     """One TLS connection: forwards its events to the core, nothing more.
 
@@ -134,12 +153,14 @@ class _Connection(asyncio.BufferedProtocol):
     leave early, which keeps producers' pipelines full instead of in lock step.
     """
 
-    __slots__ = ("_buffer", "_server", "id", "transport")
+    __slots__ = ("_buffer", "_server", "handed", "id", "transport")
 
     def __init__(self, server: Server) -> None:
         self._server = server
         self.id = 0  # the core's id, set once the TLS handshake is done
         self.transport: asyncio.Transport | None = None
+        #: Bytes of ``Send`` data handed to the transport, in all (for ``WatchFlush``).
+        self.handed = 0
         self._buffer = memoryview(bytearray(READ_SLICE))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -203,8 +224,11 @@ class Server:
             now=self._loop.time(),
         )
         self._listener: asyncio.Server | None = None
-        #: Transports of the connections the core knows, by core id.
-        self._transports: dict[int, asyncio.Transport] = {}
+        #: Connections the core knows, by core id.
+        self._by_id: dict[int, _Connection] = {}
+        #: Connections whose flush the core waits to hear of (``WatchFlush``).
+        self._watching: set[_Connection] = set()
+        self._watch_timer: asyncio.Handle | None = None
         #: Every connection whose TLS handshake is done and whose transport is not yet gone.
         self._connections: set[_Connection] = set()
         self._writer = concurrent.futures.ThreadPoolExecutor(1, "jackrabbit-store")
@@ -310,13 +334,14 @@ class Server:
         assert connection.transport is not None
         conn_id = self._core.connect(self._loop.time())
         self._connections.add(connection)
-        self._transports[conn_id] = connection.transport
+        self._by_id[conn_id] = connection
         self._flush()
         return conn_id
 
     def _lost(self, connection: _Connection) -> None:
         self._connections.discard(connection)
-        self._transports.pop(connection.id, None)
+        self._watching.discard(connection)
+        self._by_id.pop(connection.id, None)
         self._core.receive_eof(connection.id, self._loop.time())
         self._flush()
         self._changed.set()
@@ -333,40 +358,63 @@ class Server:
             self._again = True
             return
         self._flushing = True
-        core_server, transports = self._core, self._transports
+        core_server, by_id = self._core, self._by_id
+        watch = False
         try:
             while True:
                 self._again = False
                 for action in core_server.actions():
-                    if isinstance(action, Send):
-                        transport = transports.get(action.conn)
-                        if transport is not None and not transport.is_closing():
-                            transport.write(action.data)
-                    elif isinstance(action, WriteBatch):
+                    if isinstance(action, WriteBatch):
                         self._write(action.batch)
+                        continue
+                    connection = by_id.get(action.conn)
+                    transport = None if connection is None else connection.transport
+                    if connection is None or transport is None:
+                        continue
+                    if isinstance(action, Send):
+                        if not transport.is_closing():
+                            connection.handed += len(action.data)
+                            transport.write(action.data)
                     elif isinstance(action, CloseTransport):
-                        transport = transports.pop(action.conn, None)
-                        if transport is not None:
-                            transport.close()
+                        del by_id[action.conn]
+                        self._watching.discard(connection)
+                        transport.close()
                         self._changed.set()
                     elif isinstance(action, PauseReading):
-                        transport = transports.get(action.conn)
-                        if transport is not None and not transport.is_closing():
+                        if not transport.is_closing():
                             transport.pause_reading()
-                    else:  # ResumeReading
-                        transport = transports.get(action.conn)
-                        if transport is not None and not transport.is_closing():
+                    elif isinstance(action, ResumeReading):
+                        if not transport.is_closing():
                             transport.resume_reading()
+                    elif isinstance(action, WatchFlush):
+                        self._watching.add(connection)
+                        watch = True
                 if not self._again:
                     break
         finally:
             self._flushing = False
+        if watch and self._watch_timer is None:
+            # Not inline: the report may free the consumer for more deliveries, and the loop
+            # must get a turn between them.
+            self._watch_timer = self._loop.call_soon(self._report_flushed)
         deadline = core_server.next_deadline()
         if deadline != self._deadline:
             if self._timer is not None:
                 self._timer.cancel()
             self._deadline = deadline
             self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _report_flushed(self) -> None:
+        """Tell the core which watched connections have written out everything handed to
+        them; look again shortly for those that have not."""
+        self._watch_timer = None
+        done = [c for c in self._watching if c.transport is not None and _written_out(c.transport)]
+        for connection in done:
+            self._watching.discard(connection)
+            self._core.flushed(connection.id, connection.handed, self._loop.time())
+        self._flush()
+        if self._watching and self._watch_timer is None:
+            self._watch_timer = self._loop.call_later(FLUSH_POLL, self._report_flushed)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -3,7 +3,15 @@ threads or clock reads. Both runtime shells drive ``Server`` (and clients ``Clie
 see ``server.py`` for the calling contract and ``docs/protocol.md`` for the rules.
 """
 
-from .actions import Action, CloseTransport, PauseReading, ResumeReading, Send, WriteBatch
+from .actions import (
+    Action,
+    CloseTransport,
+    PauseReading,
+    ResumeReading,
+    Send,
+    WatchFlush,
+    WriteBatch,
+)
 from .client import ClientProtocol
 from .config import Config, parse_args
 from .exceptions import ConfigError, InvalidState, JackrabbitError, StoreError
@@ -27,6 +35,7 @@ __all__ = [
     "Server",
     "Store",
     "StoreError",
+    "WatchFlush",
     "WriteBatch",
     "parse_args",
 ]

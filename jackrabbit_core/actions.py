@@ -44,6 +44,17 @@ class ResumeReading:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchFlush:
+    """Call ``Server.flushed(conn, sent, now)`` once the bytes handed to ``conn`` so far are
+    written to its socket (at once if they already are), ``sent`` being how many bytes of
+    ``Send`` data for ``conn`` have been written in all. A report that covers less than was
+    handed is allowed; the core then waits for a later one, so report again when the buffer
+    empties (protocol §8.3)."""
+
+    conn: int
+
+
+@dataclass(frozen=True, slots=True)
 class WriteBatch:
     """Persist ``batch`` with ``Store.write`` off the event loop, then call
     ``Server.batch_written()`` (or ``Server.batch_failed()``).
@@ -55,4 +66,4 @@ class WriteBatch:
     batch: Batch
 
 
-Action = Send | CloseTransport | PauseReading | ResumeReading | WriteBatch
+Action = Send | CloseTransport | PauseReading | ResumeReading | WatchFlush | WriteBatch

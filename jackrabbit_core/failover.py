@@ -38,8 +38,10 @@ The rules, in plain words (section numbers are ``docs/protocol.md``'s):
    active, ``Promoted``, ``Demoted``) and the new active is sent nothing until the caller
    reports ``epoch_durable()``: an epoch a consumer fences its side effects with must survive
    a crash. A standby's ``take`` is answered at once, without an epoch.
-8. **Auto-ack (§8.3).** A consumer of the original 0.0.3 dialect cannot ack: its deliveries
-   count as acknowledged when sent (``acked`` follows ``delivered``). Prefetch does not apply.
+8. **Auto-ack (§8.3)** is not this module's business: a consumer of the original 0.0.3
+   dialect cannot ack, so the caller acks on its behalf once the bytes of its deliveries are
+   written to its socket. Until then they are in flight like any other (prefetch applies),
+   and a failover redelivers them.
 9. **Pacing.** One call sends at most ``window`` messages; when more are ready ``wants_pump``
    is true and the caller should call ``pump()`` soon (after its write buffers had a chance
    to push back through ``set_writable``).
@@ -158,12 +160,11 @@ Output = Subscribed | Promoted | Demoted | Deliver | PersistEpoch | PersistCurso
 class _Consumer:
     """What the line remembers of one consumer."""
 
-    __slots__ = ("auto_ack", "id", "prefetch", "writable")
+    __slots__ = ("id", "prefetch", "writable")
 
-    def __init__(self, consumer: ConsumerId, prefetch: int, auto_ack: bool) -> None:
+    def __init__(self, consumer: ConsumerId, prefetch: int) -> None:
         self.id = consumer
         self.prefetch = prefetch
-        self.auto_ack = auto_ack
         self.writable = True
 
 
@@ -305,7 +306,7 @@ class Queue:
 
     # -- inputs -------------------------------------------------------------------------
 
-    def take(self, consumer: ConsumerId, *, prefetch: int, auto_ack: bool, req: Req = None) -> None:
+    def take(self, consumer: ConsumerId, *, prefetch: int, req: Req = None) -> None:
         """``consumer`` joins the end of the line (rule 1).
 
         In an empty line it becomes active at a new epoch; its ``Subscribed`` waits for
@@ -316,7 +317,7 @@ class Queue:
         if self._in_line(consumer):
             self._refuse(consumer, codes.BAD_REQUEST, "already subscribed", req)
             return
-        entry = _Consumer(consumer, prefetch, auto_ack)
+        entry = _Consumer(consumer, prefetch)
         if self._active is None:
             self._active = entry
             self._new_epoch(Subscribed(consumer, "active", self._epoch + 1, req))
@@ -475,7 +476,7 @@ class Queue:
         self._new_epoch(Demoted(old.id, self._epoch + 1), Promoted(first, self._epoch + 1))
 
     def _pump(self) -> None:
-        """Send the active what rules 2, 3, 8 and 9 allow."""
+        """Send the active what rules 2, 3 and 9 allow."""
         self._wants_pump = False
         active = self._active
         if (
@@ -486,9 +487,7 @@ class Queue:
         ):
             return
         first = self._delivered + 1
-        last = min(self._last_seq, self._delivered + self._window)
-        if not active.auto_ack:
-            last = min(last, self._acked + active.prefetch)
+        last = min(self._last_seq, self._delivered + self._window, self._acked + active.prefetch)
         if last < first:
             return
         redelivered_through = min(self._high_water, last)
@@ -508,9 +507,4 @@ class Queue:
             out[-1] = Deliver(active.id, previous.first, last, redelivered_through)
         else:
             out.append(Deliver(active.id, first, last, redelivered_through))
-        if active.auto_ack:
-            self._acked = last
-            out.append(PersistCursor(last))
-        self._wants_pump = last < self._last_seq and (
-            active.auto_ack or self._delivered < self._acked + active.prefetch
-        )
+        self._wants_pump = last < self._last_seq and self._delivered < self._acked + active.prefetch

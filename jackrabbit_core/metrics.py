@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(slots=True)
@@ -21,16 +22,19 @@ class Counters:
     batches: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class QueueGauge:
-    """One queue's state at the moment of the scrape."""
+class QueueState(Protocol):
+    """What the exposition reads of a queue (``failover.Queue`` has it)."""
 
-    name: str
-    depth: int
-    in_flight: int
-    consumers: int
-    epoch: int
-    last_seq: int
+    @property
+    def last_seq(self) -> int: ...
+    @property
+    def acked(self) -> int: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def line(self) -> tuple[int, ...]: ...
+    @property
+    def epoch(self) -> int: ...
 
 
 _COUNTERS = (
@@ -54,29 +58,59 @@ _GAUGES = (
 )
 
 
-def render(counters: Counters, open_connections: int, queues: Iterable[QueueGauge]) -> bytes:
-    """The Prometheus text exposition (format 0.0.4) of everything the server counts."""
-    lines: list[str] = []
-    for name, help_text in _COUNTERS:
-        metric = f"jackrabbit_{name}_total"
+class Exposition:
+    """The Prometheus text exposition (format 0.0.4), rendered a slice of queues at a time.
+
+    With tens of thousands of queues the per-queue series run to megabytes; rendering them in
+    one go would stall every other connection for tens of milliseconds. The server calls
+    ``step`` once per turn until it returns the body, so a scrape costs each turn about the
+    same as a few deliveries (protocol §1.2). Gauges are read when their queue's turn comes;
+    counters and totals when the exposition starts.
+    """
+
+    __slots__ = ("_head", "_next", "_queues", "_samples")
+
+    def __init__(
+        self, counters: Counters, open_connections: int, queues: Sequence[tuple[str, QueueState]]
+    ) -> None:
+        lines: list[str] = []
+        for name, help_text in _COUNTERS:
+            metric = f"jackrabbit_{name}_total"
+            lines += [
+                f"# HELP {metric} {help_text}",
+                f"# TYPE {metric} counter",
+                f"{metric} {getattr(counters, name)}",
+            ]
         lines += [
-            f"# HELP {metric} {help_text}",
-            f"# TYPE {metric} counter",
-            f"{metric} {getattr(counters, name)}",
+            "# HELP jackrabbit_open_connections Connections open now.",
+            "# TYPE jackrabbit_open_connections gauge",
+            f"jackrabbit_open_connections {open_connections}",
+            "# HELP jackrabbit_queues Queues known to the server.",
+            "# TYPE jackrabbit_queues gauge",
+            f"jackrabbit_queues {len(queues)}",
         ]
-    lines += [
-        "# HELP jackrabbit_open_connections Connections open now.",
-        "# TYPE jackrabbit_open_connections gauge",
-        f"jackrabbit_open_connections {open_connections}",
-    ]
-    snapshot = list(queues)
-    lines += [
-        "# HELP jackrabbit_queues Queues known to the server.",
-        "# TYPE jackrabbit_queues gauge",
-        f"jackrabbit_queues {len(snapshot)}",
-    ]
-    for name, help_text in _GAUGES:
-        metric = f"jackrabbit_queue_{name}"
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
-        lines += [f'{metric}{{queue="{q.name}"}} {getattr(q, name)}' for q in snapshot]
-    return ("\n".join(lines) + "\n").encode()
+        self._head = lines
+        self._queues = queues
+        self._next = 0
+        #: One list of sample lines per gauge of ``_GAUGES``.
+        self._samples: list[list[str]] = [[] for _ in _GAUGES]
+
+    def step(self, queues: int) -> bytes | None:
+        """Render the next ``queues`` queues; the whole body once the last one is done."""
+        depth, in_flight, consumers, epoch, last_seq = self._samples
+        end = min(len(self._queues), self._next + queues)
+        for name, queue in self._queues[self._next : end]:
+            label = f'{{queue="{name}"}} '
+            depth.append(f"jackrabbit_queue_depth{label}{queue.last_seq - queue.acked}")
+            in_flight.append(f"jackrabbit_queue_in_flight{label}{queue.in_flight}")
+            consumers.append(f"jackrabbit_queue_consumers{label}{len(queue.line)}")
+            epoch.append(f"jackrabbit_queue_epoch{label}{queue.epoch}")
+            last_seq.append(f"jackrabbit_queue_last_seq{label}{queue.last_seq}")
+        self._next = end
+        if end < len(self._queues):
+            return None
+        lines = self._head
+        for (name, help_text), samples in zip(_GAUGES, self._samples, strict=True):
+            metric = f"jackrabbit_queue_{name}"
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge", *samples]
+        return ("\n".join(lines) + "\n").encode()

@@ -10,13 +10,14 @@ a TCP+TLS connection is established         ``conn = server.connect(now)``
 bytes arrived on it                         ``server.receive_data(conn, data, now)``
 the peer closed it, or it broke             ``server.receive_eof(conn, now)``
 its write buffer filled / drained           ``server.set_writable(conn, False/True, now)``
+``sent`` bytes of it are written (watched)  ``server.flushed(conn, sent, now)``
 the timer fired                             ``server.handle_timer(now)``
 a ``WriteBatch`` is durable / failed        ``server.batch_written(now)`` / ``batch_failed()``
 SIGTERM or SIGINT                           ``server.shutdown(now)``
 ==========================================  ===============================================
 
 After **every** call the shell must drain ``actions()`` (``Send``, ``CloseTransport``,
-``PauseReading``, ``ResumeReading``, ``WriteBatch``) and re-arm its single timer at
+``PauseReading``, ``ResumeReading``, ``WatchFlush``, ``WriteBatch``) and re-arm its single timer at
 ``next_deadline()``. ``now`` is a monotonic clock in seconds; message ids and timestamps come
 from the ``new_id`` and ``clock_ms`` callables the shell passes in, so the core itself reads
 no clock and makes no randomness (STYLE practice 2).
@@ -28,11 +29,20 @@ fsync of writes is slow enough to need the writer thread.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import codes, envelope, failover, routes
-from .actions import Action, CloseTransport, PauseReading, ResumeReading, Send, WriteBatch
+from .actions import (
+    Action,
+    CloseTransport,
+    PauseReading,
+    ResumeReading,
+    Send,
+    WatchFlush,
+    WriteBatch,
+)
 from .config import Config
 from .connection import (
     Connection,
@@ -45,7 +55,7 @@ from .connection import (
 )
 from .envelope import Dialect
 from .exceptions import InvalidState
-from .metrics import Counters, QueueGauge, render
+from .metrics import Counters, Exposition
 from .records import Req, StoredMessage
 from .store import Batch, Store
 
@@ -56,6 +66,12 @@ READ_WINDOW = 256
 #: sized from the messages actually delivered, between these bounds.
 PUMP_BYTES = 4 * 1024 * 1024
 MIN_WINDOW, MAX_WINDOW = 4, 1000
+#: After a failed write the next one waits this long, doubling per failure up to
+#: ``RETRY_MAX`` seconds, so a full disk is not retried in a busy loop (protocol §7.1).
+RETRY_FIRST, RETRY_MAX = 0.05, 2.0
+#: Queues rendered into a ``/metrics`` body per turn (a few milliseconds), and scrapes that may
+#: wait for one body at a time; more get 503 (protocol §1.2).
+SCRAPE_STEP, MAX_SCRAPES = 1000, 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +100,13 @@ class _Session:
     #: The shell's write buffer for it is full: it does not read what we send.
     unwritable: bool = False
     reading_paused: bool = False
+    #: Bytes handed to the shell for this connection so far (``Send`` data, in order).
+    emitted: int = 0
+    #: An original-dialect consumer's deliveries not yet known written to its socket:
+    #: ``(offset, seq)``, every seq up to ``seq`` is written once ``offset`` bytes are
+    #: (protocol §8.3). ``unmarked`` is the highest seq delivered since the last ``actions()``.
+    flush_marks: deque[tuple[int, int]] | None = None
+    unmarked: int = 0
 
 
 @dataclass(slots=True)
@@ -155,6 +178,12 @@ class Server:
         self._sweep_every = min(config.heartbeat, config.handshake_timeout) / 4
         self._next_sweep = now + self._sweep_every
         self._shutting_down = False
+        #: No ``WriteBatch`` is handed out before this (back-off after a failed write).
+        self._retry_at = now
+        self._retry_delay = 0.0
+        #: The ``/metrics`` body being rendered, and the connections waiting for it.
+        self._exposition: Exposition | None = None
+        self._scrapers: list[int] = []
         for record in store.recover():
             self._slots[record.name] = self._new_slot(
                 record.name, last_seq=record.last_seq, acked=record.acked, epoch=record.epoch
@@ -204,6 +233,27 @@ class Server:
             slot.machine.set_writable(conn_id, writable)
             self._drain(session.queue, slot)
 
+    def flushed(self, conn_id: int, sent: int, now: float) -> None:
+        """The first ``sent`` bytes handed to ``conn_id`` (the data of its ``Send`` actions, in
+        order) are written to its socket. Asked for by ``WatchFlush``; a report that covers
+        less than was asked is fine, the shell reports again when it knows more.
+
+        An original-dialect consumer's deliveries count as acknowledged from then on
+        (protocol §8.3): until then a failover sends them again.
+        """
+        self._now = now
+        session = self._sessions.get(conn_id)
+        marks = None if session is None else session.flush_marks
+        if session is None or not marks:
+            return
+        through = 0
+        while marks and marks[0][0] <= sent:
+            through = marks.popleft()[1]
+        if through:
+            slot = self._slots[session.queue]
+            slot.machine.ack(conn_id, through)
+            self._drain(session.queue, slot)
+
     def batch_written(self, now: float) -> None:
         """The outstanding ``WriteBatch`` is durable: confirm its adds, deliver its messages."""
         self._now = now
@@ -211,6 +261,7 @@ class Server:
         if done is None:
             raise InvalidState("batch_written() without a WriteBatch outstanding")
         self._writing = None
+        self._retry_delay = 0.0
         self.counters.batches += 1
         for name, key in done.keys:
             self._slots[name].pending_keys.pop(key, None)
@@ -235,6 +286,8 @@ class Server:
         if failed is None:
             raise InvalidState("batch_failed() without a WriteBatch outstanding")
         self._writing = None
+        self._retry_delay = min(RETRY_MAX, max(RETRY_FIRST, 2 * self._retry_delay))
+        self._retry_at = now + self._retry_delay
         waiting, self._filling = self._filling, _Pending()
         for pending in (failed, waiting):
             for confirmation in pending.confirmations:
@@ -252,6 +305,8 @@ class Server:
     def handle_timer(self, now: float) -> None:
         """The timer set at ``next_deadline()`` fired (early or late is fine)."""
         self._now = now
+        if self._exposition is not None:
+            self._scrape_step()
         for name in list(self._to_pump):
             self._to_pump.discard(name)
             slot = self._slots[name]
@@ -269,9 +324,11 @@ class Server:
 
     def next_deadline(self) -> float:
         """When the shell must call ``handle_timer`` next (monotonic seconds)."""
-        if self._to_pump:
+        if self._to_pump or self._exposition is not None:
             return self._now
         deadline = self._next_sweep
+        if self._writing is None and self._filling.batch and self._retry_at < deadline:
+            deadline = self._retry_at
         for name in self._timed:
             when = self._slots[name].machine.next_deadline()
             if when is not None and when < deadline:
@@ -302,10 +359,16 @@ class Server:
     def actions(self) -> list[Action]:
         """What the shell must do now, in order. Call after every other method."""
         out: list[Action] = []
+        sessions = self._sessions
         for conn in self._dirty.values():
             data = conn.data_to_send()
             if data:
                 out.append(Send(conn.id, data))
+                session = sessions.get(conn.id)
+                if session is not None:
+                    session.emitted += len(data)
+                    if session.unmarked:
+                        self._watch(session, conn.id, out)
             if conn.transport_done:
                 out.append(CloseTransport(conn.id))
                 self._forget(conn)
@@ -313,25 +376,21 @@ class Server:
         if self._flow:
             out.extend(self._flow)
             self._flow.clear()
-        if self._writing is None and self._filling.batch:
+        if self._writing is None and self._filling.batch and self._now >= self._retry_at:
             self._writing, self._filling = self._filling, _Pending()
             out.append(WriteBatch(self._writing.batch))
         return out
 
-    def metrics_text(self) -> bytes:
-        """The ``GET /metrics`` body."""
-        gauges = (
-            QueueGauge(
-                name=name,
-                depth=slot.machine.last_seq - slot.machine.acked,
-                in_flight=slot.machine.in_flight,
-                consumers=len(slot.machine.line),
-                epoch=slot.machine.epoch,
-                last_seq=slot.machine.last_seq,
-            )
-            for name, slot in sorted(self._slots.items())
-        )
-        return render(self.counters, len(self._conns), gauges)
+    @staticmethod
+    def _watch(session: _Session, conn_id: int, out: list[Action]) -> None:
+        """Deliveries to an original-dialect consumer just left in ``out``: they count as acked
+        once written (protocol §8.3), so ask the shell to say when that is."""
+        marks = session.flush_marks
+        if marks is None:
+            marks = session.flush_marks = deque()
+        marks.append((session.emitted, session.unmarked))
+        session.unmarked = 0
+        out.append(WatchFlush(conn_id))
 
     # -- connections ----------------------------------------------------------------------
 
@@ -357,11 +416,35 @@ class Server:
             elif path == routes.HEALTH_PATH:
                 conn.respond(200, b"ok\n")
             else:
-                conn.respond(200, self.metrics_text(), b"text/plain; version=0.0.4")
+                self._scrape(conn)
         elif routes.queue_for(request.target) is not None:
             conn.respond(426, b"use a WebSocket upgrade\n", headers=((b"upgrade", b"websocket"),))
         else:
             conn.respond(404, b"not found\n")
+
+    def _scrape(self, conn: Connection) -> None:
+        """``GET /metrics``: answered once the body is rendered, over the next turns; scrapes
+        that arrive meanwhile share it (protocol §1.2)."""
+        if len(self._scrapers) >= MAX_SCRAPES:
+            conn.respond(503, b"too many scrapes at once\n")
+            return
+        self._scrapers.append(conn.id)
+        if self._exposition is None:
+            queues = [(name, slot.machine) for name, slot in self._slots.items()]
+            self._exposition = Exposition(self.counters, len(self._conns), queues)
+
+    def _scrape_step(self) -> None:
+        exposition = self._exposition
+        body = None if exposition is None else exposition.step(SCRAPE_STEP)
+        if body is None:
+            return
+        self._exposition = None
+        scrapers, self._scrapers = self._scrapers, []
+        for conn_id in scrapers:
+            conn = self._conns.get(conn_id)
+            if conn is not None and conn.phase is Phase.HTTP:
+                self._dirty[conn_id] = conn
+                conn.respond(200, body, b"text/plain; version=0.0.4")
 
     def _upgrade(self, conn: Connection, request: UpgradeRequest) -> None:
         """WebSocket upgrades (protocol §1.3, §1.4)."""
@@ -452,12 +535,7 @@ class Server:
         slot = self._slot(session.queue)
         if isinstance(command, envelope.Take):
             session.consumer = True
-            slot.machine.take(
-                conn.id,
-                prefetch=command.prefetch,
-                auto_ack=command.dialect is Dialect.ORIGINAL,
-                req=command.req,
-            )
+            slot.machine.take(conn.id, prefetch=command.prefetch, req=command.req)
         elif isinstance(command, envelope.Ack):
             before = slot.machine.acked
             slot.machine.ack(conn.id, command.seq, req=command.req)
@@ -515,10 +593,11 @@ class Server:
         adds pile up (in number or in bytes) or while it does not read its confirmations;
         resume below half the limits. This is what bounds the server's memory per producer.
 
-        A consumer is never paused for its own full buffer: prefetch and ``set_writable``
-        already stop its deliveries, and its acks must keep flowing."""
+        Any connection, consumer or not, is paused while its transport does not take what we
+        send: a peer that sends pings, bad requests or acks and never reads must not grow our
+        buffers (protocol §7.1). A consumer's acks flow again as soon as it reads."""
         config = self.config
-        stuck = session.unwritable and not session.consumer
+        stuck = session.unwritable
         if not session.reading_paused:
             if (
                 stuck
@@ -653,6 +732,8 @@ class Server:
         messages = self._messages(name, slot, deliver.first, deliver.last)
         size = sum(len(message.data) for message in messages)
         slot.machine.window = _window_for(size // len(messages))
+        if original:
+            session.unmarked = deliver.last
         for message in messages:
             if original:
                 conn.send_message(envelope.original_message(message))

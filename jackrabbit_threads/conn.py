@@ -20,6 +20,7 @@ class Conn:
     """One established connection; made by its reader thread once the core has an id for it."""
 
     __slots__ = (
+        "blocked",
         "broken",
         "buffered",
         "closing",
@@ -36,9 +37,10 @@ class Conn:
         "throttled",
         "tls",
         "tls_pending",
-        "watched",
+        "watching",
         "wire",
         "wire_size",
+        "written",
     )
 
     def __init__(self, conn_id: int, sock: socket.socket, tls: TLSStream, now: float) -> None:
@@ -51,8 +53,12 @@ class Conn:
         # -- guarded by ``lock`` --
         #: Plaintext for the writer, in the order the core produced it.
         self.out: collections.deque[bytes] = collections.deque()
-        #: Bytes handed to this connection and not yet written to the socket.
+        #: Bytes handed to this connection and not yet written to the socket ...
         self.buffered = 0
+        #: ... and those written, in all.
+        self.written = 0
+        #: The core asked to hear as they are written (``WatchFlush``).
+        self.watching = False
         #: The core was told this connection is not writable.
         self.throttled = False
         #: The core asked to stop reading (``PauseReading``).
@@ -71,7 +77,7 @@ class Conn:
         #: Waiting in the writer's queue.
         self.queued = False
         #: Registered with the writer's selector, waiting for room in the socket buffer.
-        self.watched = False
+        self.blocked = False
         #: Encrypted bytes taken from ``out`` and not yet all sent ...
         self.wire: memoryview | None = None
         #: ... and how many plaintext bytes they carry.

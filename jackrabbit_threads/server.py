@@ -66,7 +66,14 @@ from typing import Final
 
 from jackrabbit_core import Config, ConfigError, StoreError
 from jackrabbit_core import server as core
-from jackrabbit_core.actions import CloseTransport, PauseReading, ResumeReading, Send, WriteBatch
+from jackrabbit_core.actions import (
+    CloseTransport,
+    PauseReading,
+    ResumeReading,
+    Send,
+    WatchFlush,
+    WriteBatch,
+)
 from jackrabbit_core.cli import bind_error, open_store, tls_error
 from jackrabbit_core.store import Batch, Store
 
@@ -358,13 +365,22 @@ class Server:
         """``size`` bytes of ``conn``'s plaintext are written (on the writer thread)."""
         with conn.lock:
             conn.buffered -= size
+            conn.written += size
             resume = conn.throttled and conn.buffered < LOW_WATER
             if resume:
                 conn.throttled = False
             if conn.buffered <= READ_STOP:
                 conn.readable.notify()
+            # While the core watches, every write is reported, not only the one that empties
+            # the buffer: a consumer kept busy would otherwise wait for its acks (§8.3).
+            report = conn.watching
+            if not conn.buffered:
+                conn.watching = False
+            written = conn.written
         if resume:
             self._post(lambda: self._core.set_writable(conn.id, True, time.monotonic()))
+        if report:
+            self._post(lambda: self._core.flushed(conn.id, written, time.monotonic()))
 
     # -- the core lock --------------------------------------------------------------------
 
@@ -439,6 +455,10 @@ class Server:
                         with conn.lock:
                             conn.paused = False
                             conn.readable.notify()
+                elif isinstance(action, WatchFlush):
+                    conn = conns.get(action.conn)
+                    if conn is not None:
+                        self._watch(conn)
             if not again:
                 break
         self._rearm(core_server.next_deadline())
@@ -455,6 +475,15 @@ class Server:
                 conn.throttled = True
         self._writer.wake(conn)
         return throttle
+
+    def _watch(self, conn: Conn) -> None:
+        """``WatchFlush``: report at once if the buffer is empty, else as the writer empties
+        it (``_sent``). Called with the core lock held, so the report is posted."""
+        with conn.lock:
+            conn.watching = bool(conn.buffered)
+            written = None if conn.watching else conn.written
+        if written is not None:
+            self._post(lambda: self._core.flushed(conn.id, written, time.monotonic()))
 
     def _closed(self, conn: Conn) -> None:
         """``CloseTransport``: the writer flushes and shuts; force it after a while."""

@@ -130,7 +130,7 @@ class Writer:
                         self._wake_r.recv(4096)
                     continue
                 selector.unregister(conn.sock)
-                conn.watched = False
+                conn.blocked = False
                 self._flush(conn)
 
     def _flush(self, conn: Conn) -> None:
@@ -155,7 +155,7 @@ class Writer:
                 conn.progress = time.monotonic()
             if sent < len(wire):
                 conn.wire = wire[sent:]
-                self._watch(conn)
+                self._wait_for_room(conn)
                 return
             conn.wire = None
             if conn.wire_size:
@@ -195,14 +195,14 @@ class Writer:
         conn.wire_size = size
         return memoryview(wire)
 
-    def _watch(self, conn: Conn) -> None:
+    def _wait_for_room(self, conn: Conn) -> None:
         """Come back to ``conn`` when its socket has room."""
-        if not conn.watched:
-            conn.watched = True
+        if not conn.blocked:
+            conn.blocked = True
             self._selector.register(conn.sock, selectors.EVENT_WRITE, conn)
 
     def _close(self, conn: Conn) -> None:
-        if conn.watched:
-            conn.watched = False
+        if conn.blocked:
+            conn.blocked = False
             self._selector.unregister(conn.sock)
         conn.sock.close()

@@ -28,11 +28,11 @@ def drain(q: Queue) -> list[Output]:
 
 
 def active_queue(
-    *, last_seq: int = 0, prefetch: int = 10, auto_ack: bool = False, **kwargs: int | float
+    *, last_seq: int = 0, prefetch: int = 10, **kwargs: int | float
 ) -> Queue:
     """A queue whose consumer A is active at epoch 1, announced, outputs drained."""
     q = Queue("q", last_seq=last_seq, **kwargs)  # type: ignore[arg-type]
-    q.take(A, prefetch=prefetch, auto_ack=auto_ack)
+    q.take(A, prefetch=prefetch)
     q.epoch_durable(q.epoch)
     drain(q)
     return q
@@ -40,7 +40,7 @@ def active_queue(
 
 def with_standby(q: Queue, *consumers: int) -> Queue:
     for consumer in consumers:
-        q.take(consumer, prefetch=10, auto_ack=False)
+        q.take(consumer, prefetch=10)
     drain(q)
     return q
 
@@ -50,7 +50,7 @@ def with_standby(q: Queue, *consumers: int) -> Queue:
 
 def test_first_take_becomes_active_at_a_new_epoch_announced_once_durable() -> None:
     q = Queue("q", last_seq=3)
-    q.take(A, prefetch=10, auto_ack=False, req=7)
+    q.take(A, prefetch=10, req=7)
     assert drain(q) == [PersistEpoch(1)]
     assert q.active == A and q.epoch == 1 and q.line == (A,)
     q.epoch_durable(1)
@@ -59,7 +59,7 @@ def test_first_take_becomes_active_at_a_new_epoch_announced_once_durable() -> No
 
 def test_standby_take_is_answered_at_once_and_gets_nothing() -> None:
     q = active_queue(last_seq=2)
-    q.take(B, prefetch=10, auto_ack=False, req="x")
+    q.take(B, prefetch=10, req="x")
     assert drain(q) == [Subscribed(B, "standby", None, "x")]
     q.appended(5)
     assert drain(q) == [Deliver(A, 3, 5, 2)]
@@ -68,8 +68,8 @@ def test_standby_take_is_answered_at_once_and_gets_nothing() -> None:
 
 def test_taking_twice_is_refused() -> None:
     q = with_standby(active_queue(), B)
-    q.take(A, prefetch=10, auto_ack=False, req=1)
-    q.take(B, prefetch=10, auto_ack=False, req=2)
+    q.take(A, prefetch=10, req=1)
+    q.take(B, prefetch=10, req=2)
     assert drain(q) == [
         Refused(A, "bad_request", "already subscribed", 1),
         Refused(B, "bad_request", "already subscribed", 2),
@@ -80,7 +80,7 @@ def test_taking_twice_is_refused() -> None:
 def test_a_consumer_that_comes_back_joins_the_end() -> None:
     q = with_standby(active_queue(), B, C)
     q.leave(B)
-    q.take(B, prefetch=10, auto_ack=False)
+    q.take(B, prefetch=10)
     assert q.line == (A, C, B)
 
 
@@ -101,7 +101,7 @@ def test_last_consumer_leaving_empties_the_line() -> None:
     assert q.delivered == 2
     q.leave(A)
     assert q.line == () and q.active is None and q.delivered == q.acked == 0
-    q.take(B, prefetch=10, auto_ack=False)
+    q.take(B, prefetch=10)
     q.epoch_durable(2)
     assert drain(q) == [PersistEpoch(2), Subscribed(B, "active", 2, None), Deliver(B, 1, 3, 2)]
 
@@ -111,7 +111,7 @@ def test_last_consumer_leaving_empties_the_line() -> None:
 
 def test_deliveries_start_after_the_cursor_and_only_durable_messages() -> None:
     q = Queue("q", last_seq=5, acked=3)
-    q.take(A, prefetch=10, auto_ack=False)
+    q.take(A, prefetch=10)
     q.epoch_durable(1)
     assert drain(q)[-1] == Deliver(A, 4, 5, 3)  # not redelivered: high_water starts at acked
     q.appended(5)
@@ -173,14 +173,14 @@ def test_contiguous_deliveries_not_yet_drained_are_merged() -> None:
 
 def test_merged_deliveries_keep_the_redelivered_flags() -> None:
     q = Queue("q", last_seq=30, window=3)
-    q.take(A, prefetch=100, auto_ack=False)
+    q.take(A, prefetch=100)
     q.set_writable(A, False)
     q.epoch_durable(1)
     q.set_writable(A, True)
     q.pump()
     assert drain(q)[-1] == Deliver(A, 1, 6, 0)
     q.leave(A)
-    q.take(B, prefetch=100, auto_ack=False)
+    q.take(B, prefetch=100)
     q.epoch_durable(2)
     assert drain(q)[-1] == Deliver(B, 1, 3, 3)
     q.pump()
@@ -222,7 +222,7 @@ def test_ack_from_a_standby_or_a_stranger() -> None:
 
 def test_ack_before_any_delivery_is_bad_ack() -> None:
     q = Queue("q", last_seq=3)
-    q.take(A, prefetch=10, auto_ack=False)  # epoch not durable yet: nothing sent
+    q.take(A, prefetch=10)  # epoch not durable yet: nothing sent
     drain(q)
     q.ack(A, 1)
     assert [o.code for o in drain(q) if isinstance(o, Refused)] == ["bad_ack"]
@@ -246,7 +246,7 @@ def test_promotion_redelivers_the_unacked_in_order_then_new() -> None:
 
 def test_redeliveries_respect_prefetch_and_flags_follow_high_water() -> None:
     q = active_queue(last_seq=6, prefetch=4)
-    q.take(B, prefetch=4, auto_ack=False)
+    q.take(B, prefetch=4)
     q.leave(A)
     q.epoch_durable(2)
     assert drain(q)[-1] == Deliver(B, 1, 4, 4)
@@ -322,7 +322,7 @@ def test_handover_refusals() -> None:
     q = active_queue(last_seq=1)
     q.handover(A, now=0.0, req=1)
     q.handover(C, now=0.0, req=2)
-    q.take(B, prefetch=10, auto_ack=False)
+    q.take(B, prefetch=10)
     q.handover(B, now=0.0, req=3)
     q.handover(A, now=0.0, req=4)  # accepted: A holds 1 unacked
     q.handover(A, now=0.0, req=5)
@@ -363,7 +363,7 @@ def test_the_consumer_handing_over_leaves() -> None:
 
 def test_epochs_continue_from_the_persisted_one() -> None:
     q = Queue("q", epoch=41)
-    q.take(A, prefetch=1, auto_ack=False)
+    q.take(A, prefetch=1)
     assert drain(q) == [PersistEpoch(42)]
     q.epoch_durable(42)
     assert drain(q) == [Subscribed(A, "active", 42, None)]
@@ -373,15 +373,15 @@ def test_the_persisted_epoch_counts_as_durable() -> None:
     q = Queue("q", epoch=3, last_seq=1)
     with pytest.raises(InvalidState):
         q.epoch_durable(4)
-    q.take(A, prefetch=1, auto_ack=False)
+    q.take(A, prefetch=1)
     q.epoch_durable(3)  # stale report: no announcement, no delivery
     assert drain(q) == [PersistEpoch(4)]
 
 
 def test_a_take_reply_is_kept_through_a_quick_handover() -> None:
     q = Queue("q")
-    q.take(A, prefetch=1, auto_ack=False, req=1)
-    q.take(B, prefetch=1, auto_ack=False, req=2)
+    q.take(A, prefetch=1, req=1)
+    q.take(B, prefetch=1, req=2)
     q.handover(A, now=0.0, req=3)
     q.epoch_durable(2)
     assert drain(q) == [
@@ -394,46 +394,22 @@ def test_a_take_reply_is_kept_through_a_quick_handover() -> None:
     ]
 
 
-# -- 8.3 auto-ack ----------------------------------------------------------------------------
+# -- 9 pacing ---------------------------------------------------------------------------------
 
 
-def test_auto_ack_deliveries_count_as_acked() -> None:
-    q = active_queue(last_seq=3, prefetch=1, auto_ack=True)
-    assert q.acked == 3 and q.in_flight == 0
-    q.appended(5)
-    assert drain(q) == [Deliver(A, 4, 5, 3), PersistCursor(5)]
-
-
-def test_auto_ack_is_paced_by_the_window_not_prefetch() -> None:
+def test_deliveries_are_paced_by_the_window() -> None:
     q = Queue("q", last_seq=2500, window=1000)
-    q.take(A, prefetch=1, auto_ack=True)
+    q.take(A, prefetch=5000)
     q.epoch_durable(1)
-    assert drain(q)[-2:] == [Deliver(A, 1, 1000, 0), PersistCursor(1000)]
+    assert drain(q)[-1:] == [Deliver(A, 1, 1000, 0)]
     assert q.wants_pump
     q.pump()
     q.pump()
     assert drain(q) == [
-        Deliver(A, 1001, 2000, 1000),  # none redelivered: the flag stops before ``first``
-        PersistCursor(2000),
-        Deliver(A, 2001, 2500, 2000),
-        PersistCursor(2500),
+        # one Deliver: ranges that follow each other merge; none redelivered
+        Deliver(A, 1001, 2500, 1000),
     ]
     assert not q.wants_pump
-
-
-def test_auto_ack_consumer_promoted_gets_the_unacked_redelivered() -> None:
-    q = active_queue(last_seq=3)
-    q.take(B, prefetch=1, auto_ack=True)
-    q.leave(A)
-    q.epoch_durable(2)
-    assert drain(q)[-3:] == [Promoted(B, 2), Deliver(B, 1, 3, 3), PersistCursor(3)]
-
-
-def test_auto_ack_pauses_when_not_writable() -> None:
-    q = active_queue(last_seq=0, auto_ack=True)
-    q.set_writable(A, False)
-    q.appended(3)
-    assert drain(q) == [] and not q.wants_pump
 
 
 # -- caller misuse ---------------------------------------------------------------------------
@@ -461,5 +437,5 @@ def test_caller_misuse_raises_invalid_state() -> None:
     with pytest.raises(InvalidState):
         q.epoch_durable(-1)
     with pytest.raises(InvalidState):
-        q.take(A, prefetch=0, auto_ack=False)
+        q.take(A, prefetch=0)
     assert isinstance(InvalidState("x"), AssertionError)

@@ -55,7 +55,6 @@ class FailoverMachine(RuleBasedStateMachine):
         # the model
         self.line: list[int] = []
         self.prefetch: dict[int, int] = {}
-        self.auto_ack: dict[int, bool] = {}
         self.writable: dict[int, bool] = {}
         self.last_seq = 0
         self.acked = 0
@@ -135,8 +134,7 @@ class FailoverMachine(RuleBasedStateMachine):
                 self.delivered = output.last
                 self.holder = c
                 delivered_now += output.last - output.first + 1
-                if not self.auto_ack[c]:
-                    assert self.delivered - self.acked <= self.prefetch[c], "prefetch"
+                assert self.delivered - self.acked <= self.prefetch[c], "prefetch"
             elif isinstance(output, PersistCursor):
                 assert self.acked < output.acked <= self.delivered
                 self.acked = output.acked
@@ -154,8 +152,6 @@ class FailoverMachine(RuleBasedStateMachine):
                     seen_refusal = True
         assert seen_refusal == (refused is not None)
         assert delivered_now <= WINDOW * calls
-        if self.holder is not None and self.auto_ack[self.holder]:
-            assert self.acked == self.delivered, "auto-ack"
         if self.prompt_store and self.durable < self.issued:
             self._epoch_durable(self.issued)
 
@@ -183,7 +179,7 @@ class FailoverMachine(RuleBasedStateMachine):
             assert not self.q.wants_pump
             return
         c = self.line[0]
-        room = self.auto_ack[c] or self.delivered - self.acked < self.prefetch[c]
+        room = self.delivered - self.acked < self.prefetch[c]
         deliverable = (
             self.announced_active == c
             and self.writable[c]
@@ -200,7 +196,7 @@ class FailoverMachine(RuleBasedStateMachine):
         acked=st.integers(0, 12),
         epoch=st.integers(0, 3),
         prompt_store=st.booleans(),
-        consumers=st.lists(st.tuples(st.integers(1, 8), st.booleans()), max_size=3),
+        consumers=st.lists(st.integers(1, 8), max_size=3),
     )
     def start(
         self,
@@ -208,7 +204,7 @@ class FailoverMachine(RuleBasedStateMachine):
         acked: int,
         epoch: int,
         prompt_store: bool,
-        consumers: list[tuple[int, bool]],
+        consumers: list[int],
     ) -> None:
         """A queue as read back from the store, and the ``consumers`` that take at once.
         With ``prompt_store`` every new epoch is reported durable right after the call that
@@ -227,8 +223,8 @@ class FailoverMachine(RuleBasedStateMachine):
         self.acked = self.delivered = self.high_water = acked
         self.issued = self.durable = self.last_announced = epoch
         self.first_deliveries = list(range(1, acked + 1))
-        for c, (prefetch, auto_ack) in enumerate(consumers):
-            self._take(c, prefetch, auto_ack)
+        for c, prefetch in enumerate(consumers):
+            self._take(c, prefetch)
 
     @rule(n=st.integers(0, 8))
     def append(self, n: int) -> None:
@@ -240,18 +236,18 @@ class FailoverMachine(RuleBasedStateMachine):
     def append_a_few(self, n: int) -> None:  # appends are common: a second rule weighs them
         self.append(n)
 
-    @rule(c=CONSUMERS, prefetch=st.integers(1, 8), auto_ack=st.sampled_from([False, False, True]))
-    def take(self, c: int, prefetch: int, auto_ack: bool) -> None:
-        self._take(c, prefetch, auto_ack)
+    @rule(c=CONSUMERS, prefetch=st.integers(1, 8))
+    def take(self, c: int, prefetch: int) -> None:
+        self._take(c, prefetch)
 
-    def _take(self, c: int, prefetch: int, auto_ack: bool) -> None:
+    def _take(self, c: int, prefetch: int) -> None:
         req = self.next_req()
-        self.q.take(c, prefetch=prefetch, auto_ack=auto_ack, req=req)
+        self.q.take(c, prefetch=prefetch, req=req)
         if c in self.line:
             self.check(self.q.outputs(), req=req, refused="bad_request")
             return
         self.line.append(c)
-        self.prefetch[c], self.auto_ack[c], self.writable[c] = prefetch, auto_ack, True
+        self.prefetch[c], self.writable[c] = prefetch, True
         self.unanswered_takes[req] = c
         outputs = self.q.outputs()
         if len(self.line) == 1:
@@ -394,7 +390,7 @@ class FailoverMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         q = self.q
         if not self.line:
-            self._take(LAST_CONSUMER, 3, False)
+            self._take(LAST_CONSUMER, 3)
         for _ in range(10 * self.last_seq + 20):
             if self.acked == self.last_seq and self.durable == self.issued:
                 break

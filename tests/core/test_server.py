@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from jackrabbit_core.client import (
     Subscribed,
 )
 from jackrabbit_core.connection import binary_frame
+from jackrabbit_core.server import MAX_SCRAPES, RETRY_FIRST, RETRY_MAX
 
 from .world import Peer, World
 
@@ -164,6 +166,77 @@ def test_original_dialect_add_take_gets_exact_delivery(world: World) -> None:
     assert consumer.raw.endswith(binary_frame(delivery))
 
 
+def original_consumer(world: World) -> Peer:
+    consumer = opened(world)
+    world.send_frame(consumer, {"command": {1: None}, "data": b""})
+    return consumer
+
+
+def original_seqs(peer: Peer) -> list[int]:
+    """The seqs (the world's ids count them) of the original-format deliveries in ``raw``."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+    found = []
+    for frame in _frames(bytes(peer.raw)):
+        unpacker.feed(frame)
+        for obj in unpacker:
+            if isinstance(obj, dict) and obj.get("command") == {1: None}:
+                found.append(int.from_bytes(obj["id"], "big"))
+    return found
+
+
+def _frames(raw: bytes) -> list[bytes]:
+    """Payloads of the unmasked server frames after the 101 response."""
+    pos = raw.index(b"\r\n\r\n") + 4
+    out = []
+    while pos < len(raw):
+        size, pos = raw[pos + 1] & 0x7F, pos + 2
+        if size == 126:
+            size, pos = int.from_bytes(raw[pos : pos + 2], "big"), pos + 2
+        elif size == 127:
+            size, pos = int.from_bytes(raw[pos : pos + 8], "big"), pos + 8
+        out.append(raw[pos : pos + size])
+        pos += size
+    return out
+
+
+def test_original_deliveries_count_as_acked_only_once_written(tmp_path: Path) -> None:
+    """Issue 9.5: an original consumer's deliveries are acked when the shell reports their
+    bytes written to the socket, not when they are handed to it; a failover redelivers
+    whatever was still in the server's buffer."""
+    world = World(str(tmp_path / "db"), auto_flush=False)
+    producer = opened(world)
+    main = original_consumer(world)
+    spare = opened(world)
+    spare.protocol.take()
+    world.flush(spare)
+    for i in range(5):
+        world.send_frame(producer, [{0: None}, b"m%d" % i])
+    assert original_seqs(main) == [1, 2, 3, 4, 5]
+    assert main.conn in world.watched
+    written = len(main.raw)
+    world.send_frame(producer, [{0: None}, b"m5"])  # handed, not yet written
+    world.report_flushed(main, written)  # the shell has written only the first five
+    world.drop(main)
+    redelivered = [e for e in world.take_events(spare) if isinstance(e, Delivery)]
+    assert [(d.seq, d.redelivered) for d in redelivered] == [(6, True)]
+    world.close()
+
+
+def test_original_deliveries_are_bounded_by_prefetch_until_written(tmp_path: Path) -> None:
+    world = World(str(tmp_path / "db"), auto_flush=False)
+    producer = opened(world)
+    for i in range(1200):
+        producer.protocol._send({"command": "add", "data": b"%d" % i})
+    world.flush(producer)
+    main = original_consumer(world)
+    world.tick(0.0)
+    assert len(original_seqs(main)) == 1000  # the default prefetch: nothing more unwritten
+    world.report_flushed(main)
+    world.tick(0.0)
+    assert original_seqs(main) == list(range(1, 1201))
+    world.close()
+
+
 def test_v1_errors_keep_the_connection_open(world: World) -> None:
     peer = opened(world)
     world.send_frame(peer, {"command": "nope", "req": 7})
@@ -262,17 +335,58 @@ def test_text_frame_closes_1003_and_oversize_1009(tmp_path: Path) -> None:
 )
 def test_http_routing(world: World, request_bytes: bytes, status: bytes) -> None:
     conn = world.raw_peer()
-    reply = world.send_raw(conn, request_bytes)
+    world.send_raw(conn, request_bytes)
+    world.tick(0.0)  # /metrics is answered on the next turn
+    reply = bytes(world.peers[conn].raw)
     assert reply.split(b" ", 2)[1] == status, reply
     assert world.peers[conn].closed_by_server
+
+
+def scrape(world: World) -> bytes:
+    conn = world.raw_peer()
+    reply = world.send_raw(conn, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    world.tick(0.0)
+    return reply + bytes(world.peers[conn].raw[len(reply) :])
 
 
 def test_metrics_count_adds(world: World) -> None:
     producer = opened(world)
     add(world, producer, b"a")
-    text = world.server.metrics_text().decode()
+    text = scrape(world).decode()
+    assert text.startswith("HTTP/1.1 200")
     assert "jackrabbit_adds_total 1" in text
     assert 'jackrabbit_queue_last_seq{queue="default"} 1' in text
+
+
+def test_a_scrape_of_many_queues_is_rendered_a_slice_per_turn(world: World) -> None:
+    """Issue 9.10: 10,000 queues are 2 MB of series; each turn renders ``SCRAPE_STEP`` queues,
+    so the other connections are served between slices, and concurrent scrapes share it."""
+    producer = opened(world, "/queues/q-0")
+    for i in range(2500):
+        world.server._slot(f"q-{i}")
+    scrapers = [world.raw_peer() for _ in range(2)]
+    for conn in scrapers:
+        assert world.send_raw(conn, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n") == b""
+    turns = 0
+    while not world.peers[scrapers[0]].raw:
+        assert add(world, producer, b"served between slices").seq == turns + 1
+        world.server.handle_timer(world.now)
+        world.run()
+        turns += 1
+    assert turns == 3  # 2,500 queues, 1,000 a turn
+    bodies = [bytes(world.peers[conn].raw).split(b"\r\n\r\n", 1)[1] for conn in scrapers]
+    assert bodies[0] == bodies[1]
+    assert bodies[0].count(b"jackrabbit_queue_epoch{") == 2500
+    assert b'jackrabbit_queue_last_seq{queue="q-0"} 1' in bodies[0]  # read at its turn
+
+
+def test_scrapes_waiting_at_once_are_bounded(world: World) -> None:
+    replies = []
+    for _ in range(MAX_SCRAPES + 1):
+        conn = world.raw_peer()
+        replies.append(world.send_raw(conn, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert replies[:-1] == [b""] * MAX_SCRAPES
+    assert replies[-1].startswith(b"HTTP/1.1 503")
 
 
 def test_max_connections_answers_503(tmp_path: Path) -> None:
@@ -337,9 +451,36 @@ def test_a_failed_write_refuses_its_adds_and_serving_goes_on(tmp_path: Path) -> 
     assert isinstance(refused, ServerError) and (refused.code, refused.req) == ("unavailable", 1)
     producer.protocol.add(b"kept")
     world.flush(producer)
+    assert world.held == []  # the next write waits for the back-off
+    world.tick(RETRY_FIRST)
     world.release()
     (added,) = world.take_events(producer)
     assert isinstance(added, Added) and added.seq == 1
+    world.close()
+
+
+def test_a_failing_disk_is_retried_with_back_off_not_in_a_loop(tmp_path: Path) -> None:
+    """A standby promoted while the disk is full needs its epoch written: the write is
+    retried after 0.05 s, 0.1 s, 0.2 s ... up to 2 s, not as fast as it fails (issue 9.6)."""
+    world = World(str(tmp_path / "db"), auto_write=False, heartbeat=60.0)
+    consumer = opened(world)
+    consumer.protocol.take()
+    world.flush(consumer)
+    attempts: list[float] = []
+    start = world.now
+    while world.now - start < 10.0:
+        if world.held:
+            world.held.pop(0)
+            attempts.append(world.now - start)
+            world.server.batch_failed("disk full", world.now)
+            world.run()
+        world.tick(0.01)
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]  # seen at the 0.01 s tick after
+    assert gaps[:6] == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.8, 1.6], abs=0.011)
+    assert gaps[6:] == pytest.approx([2.0] * len(gaps[6:]), abs=0.011)
+    world.tick(RETRY_MAX)
+    world.release()  # the disk is back: the epoch is written, the consumer hears of it
+    assert world.take_events(consumer)[-1] == Subscribed("active", 1, 1)
     world.close()
 
 

@@ -18,6 +18,7 @@ from jackrabbit_core import (
     Send,
     Server,
     Store,
+    WatchFlush,
     WriteBatch,
 )
 from jackrabbit_core.client import ClientEvent, ClientProtocol
@@ -39,7 +40,9 @@ class Peer:
 class World:
     """A server, its store and its peers, advanced explicitly."""
 
-    def __init__(self, db: str, *, auto_write: bool = True, **config: Any) -> None:
+    def __init__(
+        self, db: str, *, auto_write: bool = True, auto_flush: bool = True, **config: Any
+    ) -> None:
         self.config = Config(db=db, **config)
         self.store = Store.open(db, fsync=False)
         self.now = 1000.0
@@ -55,6 +58,9 @@ class World:
         self.peers: dict[int, Peer] = {}
         self.auto_write = auto_write
         self.held: list[Batch] = []
+        #: Report every ``WatchFlush`` at once, all bytes written; else collect them here.
+        self.auto_flush = auto_flush
+        self.watched: set[int] = set()
 
     def close(self) -> None:
         self.store.close()
@@ -82,12 +88,24 @@ class World:
                     peer = self.peers.get(action.conn)
                     if peer is not None:
                         peer.paused = isinstance(action, PauseReading)
+                elif isinstance(action, WatchFlush):
+                    peer = self.peers.get(action.conn)
+                    if peer is not None and self.auto_flush:
+                        self.server.flushed(peer.conn, len(peer.raw), self.now)
+                    elif peer is not None:
+                        self.watched.add(peer.conn)
                 elif isinstance(action, WriteBatch):
                     if self.auto_write:
                         self.store.write(action.batch)
                         self.server.batch_written(self.now)
                     else:
                         self.held.append(action.batch)
+
+    def report_flushed(self, peer: Peer, sent: int | None = None) -> None:
+        """The shell says ``sent`` bytes (default: all so far) reached ``peer``'s socket."""
+        self.watched.discard(peer.conn)
+        self.server.flushed(peer.conn, len(peer.raw) if sent is None else sent, self.now)
+        self.run()
 
     def release(self) -> None:
         """Write the batch held back (``auto_write=False``) and report it durable."""
