@@ -203,8 +203,8 @@ def test_idle_connections_cost_one_thread_and_tens_of_kb_each(spawn: Spawn) -> N
 
 # -- peers that never read -------------------------------------------------------------------
 
-_ADD = msgpack.packb({"type": "add", "req": 1, "data": b"x" * 100})
-_BAD = msgpack.packb({"type": "no such request", "req": 1, "pad": "x" * 100})
+_ADD = msgpack.packb({"command": "add", "req": 1, "data": b"x" * 100})
+_BAD = msgpack.packb({"command": "no such request", "req": 1, "pad": "x" * 100})
 _FRAMES = {
     "pings": frame(0x9, b"p" * 125),
     "bad requests": frame(0x2, _BAD),
@@ -216,9 +216,8 @@ _FRAMES = {
 @pytest.mark.parametrize("kind", list(_FRAMES))
 def test_a_peer_that_never_reads_is_no_longer_read(spawn: Spawn, kind: str) -> None:
     """A peer that sends and never reads what it is answered (pongs, errors, confirmations)
-    is no longer read once its answers pile up: its sends block and the server's memory
-    stays bounded, while other clients are served. A consumer is the case the core does not
-    pause, left to the shell's ``READ_STOP``."""
+    is no longer read once its answers pile up (protocol §7.1), a consumer too: its sends
+    block and the server's memory stays bounded, while other clients are served."""
     server = spawn()
     peer = opened(server, rcvbuf=4096)
     if kind.endswith("consumer"):
