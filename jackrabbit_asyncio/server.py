@@ -51,8 +51,9 @@ from jackrabbit_core.actions import (
     WatchFlush,
     WriteBatch,
 )
-from jackrabbit_core.cli import bind_error, open_store, tls_error
+from jackrabbit_core.cli import bind_error, open_store
 from jackrabbit_core.store import Batch, Store
+from jackrabbit_host.tls import server_context
 
 __all__ = ["Server", "serve"]
 
@@ -83,25 +84,15 @@ async def serve(config: Config) -> Server:
     an address that cannot be bound, a database that cannot be opened). Call it on the loop
     that will run the server.
     """
+    context = server_context(config)  # before the store: a bad certificate leaves no --db
     store = open_store(config)
     try:
-        context = _tls_context(config)
         server = Server(config, store, context)
         await server._listen()
     except BaseException:
         store.close()
         raise
     return server
-
-
-def _tls_context(config: Config) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.set_alpn_protocols(["http/1.1"])
-    try:
-        context.load_cert_chain(config.chain_cert, config.private_key)
-    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        raise ConfigError(tls_error(config, exc)) from None
-    return context
 
 
 def uuid4_bytes_factory() -> Callable[[], bytes]:

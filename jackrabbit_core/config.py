@@ -15,6 +15,9 @@ from typing import Final, Literal
 from .devcerts import dev_paths
 from .exceptions import ConfigError
 
+#: The package's version (``pyproject.toml`` reads it from here; ``--version`` prints it).
+__version__ = "0.1.0"
+
 FsyncPolicy = Literal["always", "never"]
 
 MIB: Final = 1024 * 1024
@@ -77,8 +80,9 @@ def _seconds(text: str) -> float:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` that raises ``ConfigError`` instead of exiting the process."""
+class RaisingParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that raises ``ConfigError`` instead of exiting the process
+    (``--help`` and ``--version`` still print and exit 0)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise ConfigError(message)
@@ -87,11 +91,22 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(prog: str) -> argparse.ArgumentParser:
     """The server's argument parser (``CONTRACT.md`` §1), for ``--help`` and for parsing."""
     defaults = Config()
-    parser = _Parser(
+    parser = RaisingParser(
         prog=prog,
-        description="jackrabbit: a persistent message queue over secure WebSockets.",
+        description="jackrabbit: a persistent message queue over secure WebSockets.\n"
+        "This runs the server; the add and take commands talk to one.",
+        epilog=(
+            "commands:\n"
+            f"  {prog} add [MESSAGE ...]\n"
+            "      add messages (the arguments, or stdin lines); print each seq once stored\n"
+            f"  {prog} take\n"
+            "      print messages as they come, acknowledging each\n"
+            f"  (see {prog} add --help, {prog} take --help)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
+    add("--version", action="version", version=f"jackrabbit {__version__}")
     add("--host", default=defaults.host, help="address to listen on (default %(default)s)")
     add(
         "--port",

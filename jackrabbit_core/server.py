@@ -494,6 +494,9 @@ class Server:
                 if now - conn.opened_at >= config.handshake_timeout:
                     self._dirty[conn.id] = conn
                     self._handle(conn, conn.close(codes.CLOSE_POLICY_VIOLATION, "timeout"))
+            elif overdue := conn.check_timeouts(now):  # an unfinished message (protocol §2.2)
+                self._dirty[conn.id] = conn
+                self._handle(conn, overdue)
             elif silent >= config.dead_after:
                 self._dirty[conn.id] = conn
                 self._handle(conn, conn.abort())

@@ -276,6 +276,20 @@ def _open_error(path: str, exc: BaseException) -> StoreError:
     return StoreError(f"cannot open the store at {path!r}: {reason}")
 
 
+def make_private_dir(path: str) -> None:
+    """Make directory ``path`` (and its parents) unless it exists; a new one is 0700.
+
+    Messages are stored in the clear, so only their user may enter the directory, whatever
+    the umask (``makedirs`` filters its mode through it, hence the ``chmod``). The files
+    RocksDB creates in it get their mode from the umask, which the server programs set to 077
+    (``jackrabbit_host.files``). An existing directory keeps the mode its owner gave it.
+    """
+    if os.path.isdir(path):
+        return
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
 class Store:
     """One RocksDB directory holding every queue (see the module docstring for the layout).
 
@@ -298,10 +312,11 @@ class Store:
 
         With ``fsync`` every :meth:`write` is durable on return. Raises ``StoreError`` with a
         one-line message when the directory cannot be created or written, is locked by another
-        process (or already open in this one), holds a corrupt database, or is a file.
+        process (or already open in this one), holds a corrupt database, or is a file. The
+        directory, if it makes it, is private to the user (0700; see ``make_private_dir``).
         """
         try:
-            os.makedirs(path, exist_ok=True)
+            make_private_dir(path)
         except FileExistsError:
             raise StoreError(
                 f"cannot open the store at {path!r}: it is a file, not a directory"

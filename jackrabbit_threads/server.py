@@ -74,8 +74,9 @@ from jackrabbit_core.actions import (
     WatchFlush,
     WriteBatch,
 )
-from jackrabbit_core.cli import bind_error, open_store, tls_error
+from jackrabbit_core.cli import bind_error, open_store
 from jackrabbit_core.store import Batch, Store
+from jackrabbit_host.tls import server_context
 
 from .conn import Conn
 from .frontdoor import Address, FrontDoor
@@ -115,25 +116,14 @@ SLICE: Final = 16 * 1024
 def serve(config: Config) -> Server:
     """Open the store, load the certificate and listen: a ``Server`` ready for
     ``serve_forever()``. Raises ``ConfigError`` or ``StoreError`` with a one-line message."""
+    context = server_context(config)  # before the store: a bad certificate leaves no --db
     store = open_store(config)
     try:
-        context = _tls_context(config)
         listener = _listen(config)
     except BaseException:
         store.close()
         raise
     return Server(config, store, context, listener)
-
-
-def _tls_context(config: Config) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["http/1.1"])
-    try:
-        context.load_cert_chain(config.chain_cert, config.private_key)
-    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        raise ConfigError(tls_error(config, exc)) from None
-    return context
 
 
 def _listen(config: Config) -> socket.socket:
