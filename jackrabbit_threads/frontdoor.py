@@ -159,7 +159,7 @@ class FrontDoor:
                         with contextlib.suppress(OSError):
                             self._wake_r.recv(64)
                     elif data.live:
-                        self._advance(data, events)
+                        self._turn(data, events)
                 now = time.monotonic()
                 if now >= self._next_expiry:
                     self._expire(now)
@@ -222,7 +222,7 @@ class FrontDoor:
         while self.pending and self.pending >= min(PENDING_LIMIT, self._slots - self._held()):
             if self._silent:
                 oldest = next(iter(self._silent.values()))
-                self._advance(oldest, selectors.EVENT_READ)  # one last look
+                self._turn(oldest, selectors.EVENT_READ)  # one last look
                 if oldest.live and oldest.tls is None:
                     self._drop(oldest, "making room for a new connection")
                 continue
@@ -259,6 +259,15 @@ class FrontDoor:
             self._refusals_logged, self._refused = now, 0
 
     # -- handshaking ----------------------------------------------------------------------
+
+    def _turn(self, pending: _Pending, events: int) -> None:
+        """``_advance``, where a surprise drops the one connection, not the front door."""
+        try:
+            self._advance(pending, events)
+        except Exception:
+            log.exception("a TLS handshake failed unexpectedly")
+            if pending.live:
+                self._drop(pending, "an unexpected error")
 
     def _advance(self, pending: _Pending, events: int) -> None:
         """The socket is readable or writable: move its handshake on."""

@@ -153,11 +153,8 @@ class Server:
     ) -> None:
         self.config = config
         self._store = store
-        self._context = context
-        self._listener = listener
-        address = listener.getsockname()
         #: The port actually listened on (the real one with ``--port 0``).
-        self.port: int = address[1]
+        self.port: int = listener.getsockname()[1]
         self._lock = threading.Lock()
         #: Core calls posted by threads that do not wait for ``_lock`` (see the docstring).
         self._posted: collections.deque[Callable[[], None]] = collections.deque()
@@ -301,12 +298,18 @@ class Server:
 
     def _read_loop(self, conn: Conn) -> None:
         sock, tls = conn.sock, conn.tls
-        data, to_send = tls.decrypt(b"")  # what came along with the handshake
-        if data:
-            self._receive(conn, data)
         poller = select.poll()
         poller.register(sock, select.POLLIN)
+        raw = b""  # the first turn decrypts what came along with the handshake
         while True:
+            if not conn.closing:  # once the core closed it, wait for the hang-up, ignore the rest
+                try:
+                    self._decrypted(conn, raw)
+                except ssl.SSLError as exc:
+                    log.debug("connection %d: bad TLS record: %s", conn.id, exc)
+                    return
+                if tls.eof:
+                    return
             with conn.lock:
                 while (conn.paused or conn.buffered > READ_STOP) and not (
                     conn.closing or conn.broken
@@ -319,27 +322,24 @@ class Server:
             try:
                 raw = sock.recv(RECV_SIZE)
             except (BlockingIOError, InterruptedError):
+                raw = b""
                 continue
             except OSError:
                 return
             if not raw:
                 return
             conn.progress = time.monotonic()
-            if conn.closing:
-                continue  # closed by the core: wait for the peer to hang up, ignore the rest
-            try:
-                data, to_send = tls.decrypt(raw)
-            except ssl.SSLError as exc:
-                log.debug("connection %d: bad TLS record: %s", conn.id, exc)
-                return
-            if to_send:
-                with conn.lock:
-                    conn.tls_pending = True
-                self._writer.wake(conn)
-            if data:
-                self._receive(conn, data)
-            if tls.eof:
-                return
+
+    def _decrypted(self, conn: Conn, raw: bytes) -> None:
+        """Decrypt ``raw`` and hand the plaintext to the core; wake the writer if TLS itself
+        has something to say. Raises ``ssl.SSLError`` on a bad record."""
+        data, to_send = conn.tls.decrypt(raw)
+        if to_send:
+            with conn.lock:
+                conn.tls_pending = True
+            self._writer.wake(conn)
+        if data:
+            self._receive(conn, data)
 
     def _receive(self, conn: Conn, data: bytes) -> None:
         with self._locked() as core_server:

@@ -1,15 +1,17 @@
-"""TLS over a plain blocking socket that one thread reads while another writes.
+"""TLS over a plain socket that one thread reads while another writes.
 
 OpenSSL forbids using one ``SSL`` object from two threads at once, so an ``ssl.SSLSocket``
 must not be in ``recv`` on one thread while another thread is in ``sendall``: it works most of
 the time and corrupts the stream under load (python/cpython#76714, openssl/openssl#20446).
 ``TLSStream`` therefore keeps the TLS state in an ``ssl.SSLObject`` over two memory buffers,
 under a lock held only for the CPU work of encrypting or decrypting; the socket underneath is
-plain TCP, which one thread may ``recv`` from while another ``sendall``\\ s.
+plain TCP, which one thread may ``recv`` from while another sends. Nothing here touches the
+socket but the blocking ``handshake()`` (the client's): the server's front door drives many
+handshakes at once with ``advance()``, on non-blocking sockets.
 
 The one rule for callers: the bytes ``encrypt()`` returns must reach the socket in the order
-they were returned, so one thread at a time sends them (the server's per-connection writer,
-the client's sender).
+they were returned, so one thread at a time sends them (the server's writer, the client's
+sender).
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ class Writer:
             for conn in retired:
                 self._close(conn)
             for conn in work:
-                self._flush(conn)
+                self._turn(conn)
             with self._lock:
                 if self._stopping and not self._retired:
                     return
@@ -131,7 +131,15 @@ class Writer:
                     continue
                 selector.unregister(conn.sock)
                 conn.blocked = False
-                self._flush(conn)
+                self._turn(conn)
+
+    def _turn(self, conn: Conn) -> None:
+        """``conn``'s turn: write what it has; a surprise ends it, not the writer."""
+        try:
+            self._flush(conn)
+        except Exception:
+            log.exception("connection %d: the writer failed", conn.id)
+            conn.kill()
 
     def _flush(self, conn: Conn) -> None:
         """Send ``conn``'s bytes until its socket is full or ``WRITE_SIZE`` went out."""
@@ -166,7 +174,8 @@ class Writer:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_WR)
                 return
-        self.wake(conn)  # more to write: after the others
+        if conn.out or conn.closing:
+            self.wake(conn)  # more to write: after the others
 
     def _next(self, conn: Conn) -> memoryview | None:
         """The next encrypted bytes to send for ``conn``, or None if it has nothing to say."""
@@ -202,6 +211,9 @@ class Writer:
             self._selector.register(conn.sock, selectors.EVENT_WRITE, conn)
 
     def _close(self, conn: Conn) -> None:
+        """Close a retired connection's socket; nothing is written to it any more."""
+        conn.shut = True
+        conn.wire = None
         if conn.blocked:
             conn.blocked = False
             self._selector.unregister(conn.sock)
