@@ -208,9 +208,9 @@ class Server:
         join every thread, close the store.
         """
         self._started = True
+        self._writer.start()
         self._store_thread.start()
         self._timer_thread.start()
-        self._writer.start()
         try:
             self._front_door.run()
         finally:

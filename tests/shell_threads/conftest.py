@@ -72,8 +72,8 @@ class Starter:
         server = serve(Config(**settings))
         thread = threading.Thread(target=server.serve_forever, name="test-server")
         thread.start()
-        # serve_forever starts the store writer and the timer first: let thread counts
-        # taken by a test include them.
+        # serve_forever starts the writer, the store writer and the timer first (in that
+        # order): let thread counts taken by a test include them.
         deadline = time.monotonic() + WAIT
         while not (server._timer_thread.is_alive() and server._store_thread.is_alive()):
             assert time.monotonic() < deadline

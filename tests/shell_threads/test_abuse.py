@@ -110,7 +110,7 @@ class Hammer(threading.Thread):
     """Opens silent TCP connections as fast as it can, keeping the last ``size`` open,
     until stopped (at most ``MAX_OPENS`` connections and ``4 * WAIT`` seconds)."""
 
-    MAX_OPENS = 200_000
+    MAX_OPENS = 1_000_000
 
     def __init__(self, port: int, size: int) -> None:
         super().__init__(name="hammer", daemon=True)
