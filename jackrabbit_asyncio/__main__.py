@@ -2,7 +2,7 @@
 ``add`` / ``take`` terminal commands.
 
 The command line, the ready line, the ``--dev`` banner and the error messages all come from
-``jackrabbit_core.cli`` (and ``jackrabbit_host.tls`` for certificate files), so this shell and
+``jackrabbit_host.cli`` (and ``jackrabbit_host.tls`` for certificate files), so this shell and
 the threads one behave the same.
 """
 
@@ -14,7 +14,7 @@ import ssl
 import sys
 
 from jackrabbit_core import Config, JackrabbitError
-from jackrabbit_core.cli import (
+from jackrabbit_host.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,

@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import Final, TextIO
 
-from jackrabbit_core.cli import AddCommand, TakeCommand, take_ended
+from jackrabbit_host.cli import AddCommand, TakeCommand, take_ended
 from jackrabbit_host.tls import client_context
 
 from .client import Client, ConnectionLost

@@ -45,14 +45,18 @@ from jackrabbit_core import Config, ConfigError
 from jackrabbit_core import server as core
 from jackrabbit_core.actions import (
     CloseTransport,
+    FindKey,
     PauseReading,
+    ReadMessages,
     ResumeReading,
     Send,
     WatchFlush,
     WriteBatch,
 )
-from jackrabbit_core.cli import bind_error, open_store
-from jackrabbit_core.store import Batch, Store
+from jackrabbit_core.storage import Batch, Store
+from jackrabbit_host.cli import bind_error
+from jackrabbit_host.reads import answer
+from jackrabbit_host.startup import open_store
 from jackrabbit_host.tls import server_context
 
 __all__ = ["Server", "serve"]
@@ -209,7 +213,7 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._core = core.Server(
             config,
-            store,
+            store.recover(),
             new_id=uuid4_bytes_factory(),
             clock_ms=lambda: time.time_ns() // 1_000_000,
             now=self._loop.time(),
@@ -357,6 +361,10 @@ class Server:
                 for action in core_server.actions():
                     if isinstance(action, WriteBatch):
                         self._write(action.batch)
+                        continue
+                    if isinstance(action, ReadMessages | FindKey):
+                        answer(self._store, action, core_server, self._loop.time())
+                        self._again = True
                         continue
                     connection = by_id.get(action.conn)
                     transport = None if connection is None else connection.transport

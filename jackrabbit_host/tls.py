@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Final, NoReturn
 
 from jackrabbit_core import Config, ConfigError
-from jackrabbit_core.devcerts import ensure_dev_certificates
+from jackrabbit_host.devcerts import ensure_dev_certificates
 
 #: The TLS 1.2 suites accepted: ECDHE, then AES-GCM or ChaCha20-Poly1305.
 TLS12_CIPHERS: Final = ":".join(

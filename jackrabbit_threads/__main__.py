@@ -1,7 +1,7 @@
 """``python -m jackrabbit_threads``: the server, or the ``add`` / ``take`` terminal commands.
 
 The command line, the ready line, the ``--dev`` banner and the error messages all come from
-``jackrabbit_core.cli`` (and ``jackrabbit_host.tls`` for certificate files), so this shell and
+``jackrabbit_host.cli`` (and ``jackrabbit_host.tls`` for certificate files), so this shell and
 the asyncio one behave the same.
 """
 
@@ -13,7 +13,7 @@ import sys
 from types import FrameType
 
 from jackrabbit_core import Config, JackrabbitError
-from jackrabbit_core.cli import (
+from jackrabbit_host.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Final, TextIO
 
-from jackrabbit_core.cli import AddCommand, TakeCommand, take_ended
+from jackrabbit_host.cli import AddCommand, TakeCommand, take_ended
 from jackrabbit_host.tls import client_context
 
 from .client import Client, ConnectionLost

@@ -68,14 +68,18 @@ from jackrabbit_core import Config, ConfigError, StoreError
 from jackrabbit_core import server as core
 from jackrabbit_core.actions import (
     CloseTransport,
+    FindKey,
     PauseReading,
+    ReadMessages,
     ResumeReading,
     Send,
     WatchFlush,
     WriteBatch,
 )
-from jackrabbit_core.cli import bind_error, open_store
-from jackrabbit_core.store import Batch, Store
+from jackrabbit_core.storage import Batch, Store
+from jackrabbit_host.cli import bind_error
+from jackrabbit_host.reads import answer
+from jackrabbit_host.startup import open_store
 from jackrabbit_host.tls import server_context
 
 from .conn import Conn
@@ -160,7 +164,7 @@ class Server:
         self._posted: collections.deque[Callable[[], None]] = collections.deque()
         self._core = core.Server(
             config,
-            store,
+            store.recover(),
             new_id=lambda: uuid.uuid4().bytes,
             clock_ms=lambda: time.time_ns() // 1_000_000,
             now=time.monotonic(),
@@ -430,6 +434,9 @@ class Server:
                         again = True
                 elif isinstance(action, WriteBatch):
                     self._batches.put(action.batch)
+                elif isinstance(action, ReadMessages | FindKey):
+                    answer(self._store, action, core_server, time.monotonic())
+                    again = True
                 elif isinstance(action, CloseTransport):
                     conn = conns.get(action.conn)
                     if conn is not None:

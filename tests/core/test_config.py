@@ -6,7 +6,11 @@ import os
 
 import pytest
 
-from jackrabbit_core.cli import (
+from jackrabbit_core.config import Config
+from jackrabbit_core.envelope import DEFAULT_PREFETCH, MAX_PREFETCH
+from jackrabbit_core.exceptions import ConfigError
+from jackrabbit_core.routes import queue_for
+from jackrabbit_host.cli import (
     DEV_URL,
     AddCommand,
     Serve,
@@ -16,10 +20,7 @@ from jackrabbit_core.cli import (
     program_name,
     ready_line,
 )
-from jackrabbit_core.config import Config, parse_args
-from jackrabbit_core.envelope import DEFAULT_PREFETCH, MAX_PREFETCH
-from jackrabbit_core.exceptions import ConfigError
-from jackrabbit_core.routes import queue_for
+from jackrabbit_host.options import parse_args
 
 
 def test_defaults_match_the_contract() -> None:

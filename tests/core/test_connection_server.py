@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,8 @@ from .world import Peer, World
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    w = World(str(tmp_path / "db"))
+def world() -> Iterator[World]:
+    w = World()
     yield w
     w.close()
 

@@ -17,13 +17,14 @@ import shlex
 import sys
 from dataclasses import dataclass
 
-from .client import Endpoint
-from .config import Config, RaisingParser, parse_args
+from jackrabbit_core.client import Endpoint
+from jackrabbit_core.config import Config
+from jackrabbit_core.envelope import DEFAULT_PREFETCH, MAX_PREFETCH
+from jackrabbit_core.exceptions import ConfigError
+from jackrabbit_core.routes import DEFAULT_QUEUE
+
 from .devcerts import dev_paths
-from .envelope import DEFAULT_PREFETCH, MAX_PREFETCH
-from .exceptions import ConfigError
-from .routes import DEFAULT_QUEUE
-from .store import Store
+from .options import RaisingParser, parse_args
 
 DEV_URL = "wss://127.0.0.1:8443"
 #: Where the terminal commands look for a CA when ``--ca`` is not given: a ``--dev`` server's,
@@ -161,15 +162,6 @@ def _default_ca(ca: str | None) -> str | None:
     if ca is not None:
         return ca
     return DEV_CA if os.path.exists(DEV_CA) else None
-
-
-def open_store(config: Config) -> Store:
-    """Open the database (``Store.open``); raises ``StoreError`` with a one-line message.
-
-    The shells call it after loading the certificate (``jackrabbit_host.tls``), which for
-    ``--dev`` makes it first: a certificate error then leaves no new directory behind.
-    """
-    return Store.open(config.db, fsync=config.fsync == "always")
 
 
 def take_ended(url: str, code: int | None, reason: str) -> str:

@@ -12,8 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .exceptions import ConfigError
-from .store import make_private_dir
+from jackrabbit_core.exceptions import ConfigError
+
+from .rocks import make_private_dir
 
 DEV_NAMES = ("localhost", "127.0.0.1", "::1")
 
