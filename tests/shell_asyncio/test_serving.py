@@ -25,6 +25,8 @@ class SilentPeer:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        #: Loop time of the last byte it sent: its silence starts here.
+        self.silent_since = asyncio.get_running_loop().time()
 
     @classmethod
     async def connect(cls, port: int, ca: str, queue: str, *, take: bool) -> SilentPeer:
@@ -46,15 +48,14 @@ class SilentPeer:
         return cls(reader, writer)
 
     async def wait_dropped(self) -> float:
-        """Read (never answering) until the server hangs up; return how long that took."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        """Read (never answering) until the server hangs up; return how long after its last
+        byte that was."""
         try:
             while await self.reader.read(65536):
                 pass
         except ConnectionError:
             pass
-        elapsed = loop.time() - start
+        elapsed = asyncio.get_running_loop().time() - self.silent_since
         self.writer.close()
         return elapsed
 
@@ -108,6 +109,30 @@ def test_healthz_on_the_tls_port(certs: Certs, tmp_path: Path) -> None:
             writer.close()
             assert response.startswith(b"HTTP/1.1 200 ")
             assert response.endswith(b"ok\n")
+
+    run(scenario())
+
+
+def test_shutdown_waits_for_close_handshakes_not_for_tcp_closes(
+    certs: Certs, tmp_path: Path
+) -> None:
+    """A client that answers the server's 1001 close frame but then keeps its socket open
+    does not hold the shutdown: once the handshake is done and the server has sent all it
+    had (with a FIN), the server is finished with it; the bound is 5 s."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        async with running(certs, tmp_path / "db") as server:
+            peer = await SilentPeer.connect(server.server.port, certs.ca, "stay", take=False)
+            started = loop.time()
+            closing = asyncio.ensure_future(server.server.shutdown())
+            frame = await asyncio.wait_for(peer.reader.readexactly(4), 10)
+            assert frame[0] == 0x88 and frame[2:4] == (1001).to_bytes(2, "big")
+            echo = bytes([0x88, 0x82]) + b"\0\0\0\0" + (1001).to_bytes(2, "big")
+            peer.writer.write(echo)  # masked with zeros: the code as is
+            await asyncio.wait_for(closing, 10)
+            assert loop.time() - started < 2.0
+            peer.writer.close()
 
     run(scenario())
 
