@@ -4,8 +4,14 @@ Run as ``python -m benchmarks.agent SPEC_JSON``. It talks JSON lines with the or
 (:mod:`benchmarks.fleet`): on stdout ``ready``, ``progress``, ``recv`` (each delivery, at once, when
 receipts are asked for) and ``acked`` (how many deliveries the last ack covered), so a
 SIGKILLed consumer's work is known, then ``result`` (or ``error``);
-on stdin ``go`` (producers start), ``expect`` (consumers: how many to wait for, and how long
-a silence ends the wait). Every loop is bounded by a count and by a deadline.
+on stdin ``go`` (producers start; a consumer just notes the time), ``expect`` (consumers:
+how many to wait for, and how long a silence ends the wait). Every loop is bounded by a count
+and by a deadline. Each result carries ``cpu_s``, the CPU time (user + system, all threads)
+the agent used from ``go`` to its result, so the report can split the machine's CPU between
+the server and its load generators.
+
+The roles ``idle``, ``pretls`` and ``deaf`` hold connections open for the memory rows
+instead (:mod:`benchmarks.holders`).
 """
 
 from __future__ import annotations
@@ -13,52 +19,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
 import traceback
 from typing import Any
 
 from . import payload
+from .agentio import emit, stdin_lines, wait_for_line
 from .drivers import load
 from .drivers.base import Consumer, Producer
 
 PROGRESS_EVERY = 1.0
 
 
-def emit(obj: dict[str, Any]) -> None:
-    """One JSON line to the orchestrator, written straight to the pipe (so what a consumer
-    reported survives its SIGKILL)."""
-    data = (json.dumps(obj, separators=(",", ":")) + "\n").encode()
-    view = memoryview(data)
-    while view:
-        written = os.write(1, view)
-        view = view[written:]
-
-
-async def _stdin_lines() -> asyncio.StreamReader:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    return reader
-
-
-async def _wait_go(reader: asyncio.StreamReader, timeout: float) -> None:
-    while True:
-        line = await asyncio.wait_for(reader.readline(), timeout)
-        if not line:
-            raise RuntimeError("orchestrator went away before go")
-        if json.loads(line).get("type") == "go":
-            return
-
-
 async def run_producer(spec: dict[str, Any]) -> dict[str, Any]:
     module = load(spec["driver"])
     producer: Producer = module.Producer(spec["endpoint"], spec["queue"], spec.get("options", {}))
     await producer.connect()
-    reader = await _stdin_lines()
+    reader = await stdin_lines()
     emit({"type": "ready"})
-    await _wait_go(reader, 120)
+    await wait_for_line(reader, "go", 120)
+    cpu0 = time.process_time()
 
     count, size, window = int(spec["count"]), int(spec["size"]), int(spec["window"])
     rate = float(spec.get("rate") or 0)
@@ -98,6 +79,7 @@ async def run_producer(spec: dict[str, Any]) -> dict[str, Any]:
         "last_ns": producer.last_confirm_ns or end,
         "timed_out": sent < count,
         "errors": producer.errors,
+        "cpu_s": time.process_time() - cpu0,
     }
 
 
@@ -158,7 +140,7 @@ async def run_consumer(spec: dict[str, Any]) -> dict[str, Any]:
     consumer: Consumer = module.Consumer(spec["endpoint"], spec["queue"], int(spec["prefetch"]),
                                          spec.get("options", {}), on_message)
     await consumer.subscribe()
-    reader = await _stdin_lines()
+    reader = await stdin_lines()
     emit({"type": "ready", "role": consumer.role})
 
     async def acker() -> None:
@@ -174,6 +156,7 @@ async def run_consumer(spec: dict[str, Any]) -> dict[str, Any]:
                 emit({"type": "acked", "n": covered})
 
     expect: dict[str, Any] = {}
+    cpu0 = [time.process_time()]  # reset at "go", when the producers start
 
     async def control() -> None:
         while True:
@@ -183,6 +166,8 @@ async def run_consumer(spec: dict[str, Any]) -> dict[str, Any]:
             msg = json.loads(line)
             if msg.get("type") == "expect":
                 expect.update(msg)
+            elif msg.get("type") == "go":
+                cpu0[0] = time.process_time()
 
     ack_task = asyncio.create_task(acker())
     control_task = asyncio.create_task(control())
@@ -231,6 +216,7 @@ async def run_consumer(spec: dict[str, Any]) -> dict[str, Any]:
         "role": consumer.role,
         "bad": tally.bad,
         "errors": consumer.errors,
+        "cpu_s": time.process_time() - cpu0[0],
     }
     if tally.latency:
         result["latencies"] = tally.latencies
@@ -238,9 +224,10 @@ async def run_consumer(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 async def main_async(spec: dict[str, Any]) -> None:
-    role = spec["role"]
-    runner = run_producer if role == "producer" else run_consumer
-    emit(await runner(spec))
+    from . import holders
+
+    runners = {"producer": run_producer, "consumer": run_consumer, **holders.ROLES}
+    emit(await runners[spec["role"]](spec))
 
 
 def main() -> int:

@@ -1,5 +1,9 @@
-"""``python -m benchmarks [--quick] [--systems ...]``: parse the command line, run a
-:class:`~benchmarks.session.Session`, write the report and the chart.
+"""``python -m benchmarks [--quick] [--systems ...] [--ab REF]``: parse the command line, run
+a :class:`~benchmarks.session.Session`, write the report and the chart.
+
+A system ``asyncio@REF`` or ``threads@REF`` is that shell from git ref ``REF`` of this
+repository (exported to the run's temporary directory), run as one more system in the same
+interleaved rounds; ``--ab REF`` adds such a twin for each shell chosen.
 
 Exit status: 0 when every jackrabbit step produced its figures, 1 otherwise (a missing or
 failing peer is reported but does not fail the run), 2 for bad arguments, 130 if
@@ -21,14 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import chart, report
+from . import chart, checkout, report, shellsteps
 from .install import Installer
 from .plan import FULL, QUICK, Plan
 from .progress import Progress
-from .session import ALL_SYSTEMS, Session, make_entries
+from .session import ALL_SYSTEMS, SHELLS, Session, make_entries, split_system
 
 HERE = Path(__file__).resolve().parent
-QUICK_SYSTEMS = ("asyncio", "threads")
+QUICK_SYSTEMS = SHELLS
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -36,10 +40,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="python -m benchmarks",
         description="jackrabbit beside RabbitMQ, NATS JetStream and Redis Streams, one run.")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run under 2 minutes: jackrabbit only, small counts")
+                        help="smoke run, 2-3 minutes: jackrabbit only, small counts")
     parser.add_argument("--systems", default=None,
-                        help=f"comma-separated subset of {','.join(ALL_SYSTEMS)} (default: all;"
-                        f" with --quick: {','.join(QUICK_SYSTEMS)})")
+                        help=f"comma-separated subset of {','.join(ALL_SYSTEMS)}, and "
+                        "asyncio@REF / threads@REF for a shell at git ref REF (default: all;"
+                        f" with --quick or --ab: {','.join(QUICK_SYSTEMS)})")
+    parser.add_argument("--ab", metavar="REF", default=None,
+                        help="A/B: add each chosen shell at git ref REF (e.g. main) to the "
+                        "same interleaved rounds, and report this checkout against it")
     parser.add_argument("--no-install", action="store_true",
                         help="never run apt-get or pip; report what is missing instead")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile step")
@@ -47,14 +55,40 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="where the report and chart go (default %(default)s)")
     ns = parser.parse_args(argv)
     chosen = (ns.systems.split(",") if ns.systems else
-              list(QUICK_SYSTEMS if ns.quick else ALL_SYSTEMS))
+              list(QUICK_SYSTEMS if ns.quick or ns.ab else ALL_SYSTEMS))
     chosen = [c.strip() for c in chosen if c.strip()]
-    unknown = [c for c in chosen if c not in ALL_SYSTEMS]
+    if ns.ab:
+        for shell in [c for c in chosen if c in SHELLS]:
+            twin = f"{shell}@{ns.ab}"
+            if twin not in chosen:
+                chosen.insert(chosen.index(shell) + 1, twin)
+    unknown = [c for c in chosen if not _known(c)]
     if unknown:
         parser.error(f"unknown system(s) {', '.join(unknown)}; choose from "
-                     f"{', '.join(ALL_SYSTEMS)}")
-    ns.chosen = chosen
+                     f"{', '.join(ALL_SYSTEMS)}, asyncio@REF, threads@REF")
+    ns.chosen = list(dict.fromkeys(chosen))
     return ns
+
+
+def _known(choice: str) -> bool:
+    name, ref = split_system(choice)
+    return name in SHELLS and bool(ref) if ref is not None else name in ALL_SYSTEMS
+
+
+def export_refs(chosen: list[str], workroot: Path, session: Session) -> dict[str, Path]:
+    """Export every git ref named by an ``@REF`` system; note which commit each one is."""
+    sources: dict[str, Path] = {}
+    for choice in chosen:
+        ref = split_system(choice)[1]
+        if ref is None or ref in sources:
+            continue
+        dest = workroot / f"src-{len(sources)}"
+        commit = checkout.export(ref, dest)
+        sources[ref] = dest
+        session.results.run_notes.append(
+            f"`@{ref}` is commit {commit[:12]} (git archive of {ref}), run from "
+            "a copy in the run's temporary directory with this checkout's Python packages")
+    return sources
 
 
 def _load() -> str:
@@ -69,9 +103,11 @@ def _machine_note(plan: Plan) -> str:
     return (f"{plan.name} run on {time.strftime('%Y-%m-%d %H:%M %Z')}, {os.cpu_count()} "
             f"cores, Python {platform.python_version()}, Linux {platform.release()}; "
             "all systems started at once, then workloads 1-3 went round them in turn "
-            f"({plan.w1_rounds}, {plan.w2_rounds} and {plan.w3_rounds} rounds, best run "
-            "kept); failover and backlog one system at a time; load generators in separate "
-            f"processes on the same cores; load average at the start {_load()}")
+            f"({plan.w1_rounds}, {plan.w2_rounds} and {plan.w3_rounds} rounds, the order "
+            "rotating each round; every figure is the median of a system's rounds, its spread "
+            "the lowest and highest round); failover, backlog and the memory rows one system "
+            "at a time; load generators in separate processes on the same cores; load "
+            f"average at the start {_load()}")
 
 
 async def run(ns: argparse.Namespace) -> int:
@@ -83,17 +119,21 @@ async def run(ns: argparse.Namespace) -> int:
     if plan.quick:
         session.results.run_notes.append(
             f"--quick: small counts (backlog {plan.w5_backlog:,} messages instead of "
-            f"{FULL.w5_backlog:,}, one run of each step); figures are a smoke test, "
-            "not a measurement")
+            f"{FULL.w5_backlog:,}, {plan.idle_conns} idle and {plan.pretls_conns} pre-TLS "
+            "connections, one failover run); figures are a smoke test, not a measurement")
     installer = Installer(allowed=not ns.no_install, say=progress.say)
     main = asyncio.current_task()
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGTERM, lambda: main and main.cancel())
-    entries = make_entries(ns.chosen)
     try:
         progress.say(f"{plan.name} run: {', '.join(ns.chosen)}; work dir {workroot}")
-        await session.measure_limits()
+        try:
+            entries = make_entries(ns.chosen, export_refs(ns.chosen, workroot, session))
+        except checkout.CheckoutError as exc:
+            progress.say(f"A/B: {exc}")
+            return 2
+        await shellsteps.measure_limits(session)
         try:
             await session.start_all(entries, installer)
             await session.throughput_rounds()
@@ -101,20 +141,22 @@ async def run(ns: argparse.Namespace) -> int:
             await session.per_system()
         finally:
             await session.stop_all(entries)
-        shells = [c for c in ns.chosen if c in ("asyncio", "threads")]
+        await shellsteps.connection_memory(session, session.entries)
+        shells = [c for c in ns.chosen if c in SHELLS]
         if shells and not ns.no_profile:
-            await session.profiles(shells)
+            await shellsteps.profiles(session, shells)
         if not plan.quick:
-            await session.measure_limits()  # again: a ceiling is the better of the two tries
+            await shellsteps.measure_limits(session)  # a ceiling: the better of two tries
         session.results.run_notes.append(f"load average at the end {_load()}")
-        session.limits_block()
+        shellsteps.limits_block(session)
     finally:
         shutil.rmtree(workroot, ignore_errors=True)
-    return write_outputs(session, ns.out, plan)
+    return write_outputs(session, ns.out, plan, ab=any("@" in c for c in ns.chosen))
 
 
-def write_outputs(session: Session, out: Path, plan: Plan) -> int:
-    stem = "quick" if plan.quick else "latest"
+def write_outputs(session: Session, out: Path, plan: Plan, ab: bool = False) -> int:
+    stem = ("quick" if plan.quick else "latest") if not ab else \
+        ("ab-quick" if plan.quick else "ab")
     title = f"jackrabbit benchmark ({plan.name} run)"
     text = report.render(session.results, title)
     png = None
@@ -129,7 +171,8 @@ def write_outputs(session: Session, out: Path, plan: Plan) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.md").write_text(text)
     readme = HERE / "README.md"
-    if not plan.quick and out.resolve() == (HERE / "results").resolve() and readme.exists():
+    if (stem == "latest" and out.resolve() == (HERE / "results").resolve()
+            and readme.exists()):
         # the README shows the latest full run (its image path relative to the README)
         body = report.demote_headings(text, 2).replace("](latest.png)",
                                                        "](results/latest.png)")

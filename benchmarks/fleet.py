@@ -33,6 +33,7 @@ class Agent:
         self.recv_keys: list[int] = []
         self.recv_times: list[int] = []
         self.acked_upto = 0  # how many of recv_keys the consumer's last ack covered
+        self._other: dict[str, asyncio.Future[dict[str, Any]]] = {}  # other message types
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self._reader: asyncio.Task[None] | None = None
 
@@ -71,16 +72,28 @@ class Agent:
                 self.done.set_result(msg)
             elif kind == "error":
                 err = AgentError(f"{self.label}: {msg.get('message')}\n{msg.get('trace', '')}")
-                for fut in (self.ready, self.done):
+                for fut in self._futures():
                     if not fut.done():
                         fut.set_exception(err)
+            elif isinstance(kind, str) and kind not in ("ready", "result"):
+                fut = self._future(kind)
+                if not fut.done():
+                    fut.set_result(msg)
         await self.proc.wait()
         err = AgentError(f"{self.label} exited (code {self.proc.returncode}) early"
                          f"{self._stderr_tail()}")
-        for fut in (self.ready, self.done):
+        for fut in self._futures():
             if not fut.done():
                 fut.set_exception(err)
                 fut.exception()  # mark retrieved: the waiter may be gone
+
+    def _future(self, kind: str) -> asyncio.Future[dict[str, Any]]:
+        if kind not in self._other:
+            self._other[kind] = asyncio.get_running_loop().create_future()
+        return self._other[kind]
+
+    def _futures(self) -> list[asyncio.Future[dict[str, Any]]]:
+        return [self.ready, self.done, *self._other.values()]
 
     def _stderr_tail(self) -> str:
         with contextlib.suppress(OSError, ValueError):
@@ -104,6 +117,13 @@ class Agent:
             return await asyncio.wait_for(asyncio.shield(self.ready), timeout)
         except TimeoutError:
             raise AgentError(f"{self.label} not ready after {timeout:.0f} s") from None
+
+    async def message(self, kind: str, timeout: float) -> dict[str, Any]:
+        """The first message of type ``kind`` (a role's own step, e.g. ``sent``)."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._future(kind)), timeout)
+        except TimeoutError:
+            raise AgentError(f"{self.label} sent no {kind} after {timeout:.0f} s") from None
 
     async def result(self, timeout: float) -> dict[str, Any]:
         try:
@@ -141,7 +161,7 @@ class Agent:
             self._reader.cancel()
             with contextlib.suppress(BaseException):
                 await self._reader
-        for fut in (self.ready, self.done):
+        for fut in self._futures():
             if fut.done() and not fut.cancelled():
                 fut.exception()  # retrieved, so asyncio does not warn
         self._stderr.close()

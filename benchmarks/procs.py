@@ -1,5 +1,6 @@
-"""Processes the benchmark starts: free loopback ports, waiting for a ready line, RSS of a
-process tree, and stopping what we started (by its own id or its own process group only)."""
+"""Processes the benchmark starts: free loopback ports, waiting for a ready line, RSS and CPU
+time of a process tree, and stopping what we started (by its own id or its own process group
+only)."""
 
 from __future__ import annotations
 
@@ -28,14 +29,9 @@ def _children_map() -> dict[int, list[int]]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # the command name is in parentheses and may hold spaces: split after the last ')'
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        kids.setdefault(int(fields[1]), []).append(int(entry))
+        fields = _stat_fields(int(entry))
+        if fields is not None:
+            kids.setdefault(int(fields[1]), []).append(int(entry))
     return kids
 
 
@@ -48,6 +44,34 @@ def process_tree(pid: int) -> list[int]:
         out.append(p)
         todo.extend(kids.get(p, []))
     return out
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (``None`` if it is gone).
+    The command name is in parentheses and may hold spaces: split after the last ')'."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time used so far by ``pid`` and its descendants, in seconds: user + system time
+    of every thread, plus that of children they have reaped (so a child that exits between
+    two readings is still counted). The difference of two readings is what the tree spent
+    between them; the clock tick (usually 10 ms) is the resolution."""
+    ticks = 0
+    for p in process_tree(pid):
+        fields = _stat_fields(p)
+        if fields is not None:
+            # after the name: state ppid ... utime(12) stime(13) cutime(14) cstime(15)
+            ticks += sum(int(x) for x in fields[11:15])
+    return ticks / CLOCK_TICKS
 
 
 def rss_bytes(pid: int) -> int:

@@ -1,15 +1,19 @@
 """One benchmark run's orchestration: start every system, go round them workload by workload,
-then the per-system steps (failover, backlog), the profiles and the limits.
+then the per-system steps (failover, backlog); :mod:`.shellsteps` has what only jackrabbit
+gets (memory per connection, profiles, limits).
 
 Order of a run:
 
 1. the limits (rocksdict, TLS, wsproto) with no server running;
 2. start every system (each on its own loopback port, data in its own temp dir); idle RSS;
 3. workloads 1, 2 (three payloads) and 3, each in ``plan.*_rounds`` rounds; in a round every
-   system runs once, the order rotating round to round; the best run of each is reported;
+   system runs once, the order rotating round to round; each figure is the median of a
+   system's rounds, kept round by round so the report shows the spread (and an A/B run can
+   pair rounds);
 4. per system: failover runs (workload 4), then the backlog (workload 5), then stop it;
-5. each jackrabbit shell again under cProfile while workload 1 drives it;
-6. the limits again (each reported as the better of its two tries).
+5. each jackrabbit server (A/B twins included) three more times, fresh, for the memory rows;
+6. each jackrabbit shell again under cProfile while workload 1 drives it;
+7. the limits again (each reported as the better of its two tries).
 
 A step that fails becomes a note in the report and a line on stderr; the run goes on.
 """
@@ -18,14 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import report
 from .install import Installer
 from .limits import Limit
 from .peers import Jackrabbit, NatsJetStream, Peer, RabbitMQ, RedisStreams
@@ -33,14 +35,14 @@ from .plan import Plan
 from .procs import rss_bytes
 from .progress import Progress
 from .results import SECTION_BY_KEY, Results
-from .stats import LatencySummary, median
-from .workloads import failover, latency, memory, profile, throughput
+from .stats import median, per_message_us
+from .workloads import failover, latency, memory, throughput
 from .workloads.common import Target
 
 T = TypeVar("T")
-HERE = Path(__file__).resolve().parent
 MIB = 1024 * 1024
 ALL_SYSTEMS = ("asyncio", "threads", "client", "rabbitmq", "nats", "redis")
+SHELLS = ("asyncio", "threads")
 W2_SECTIONS = {100: "w2_100", 1024: "w2_1k", 65536: "w2_64k"}
 
 
@@ -54,21 +56,35 @@ class Entry:
     driver: str
     workloads: tuple[str, ...] = ("w1", "w2", "w3", "w4", "w5")
     target: Target | None = None
-    busy_peak: int = 0  # RSS peak seen during its workload-2 runs
 
 
-def make_entries(chosen: list[str]) -> list[Entry]:
+def split_system(name: str) -> tuple[str, str | None]:
+    """``"asyncio@main"`` -> ``("asyncio", "main")``; ``"nats"`` -> ``("nats", None)``."""
+    base, at, ref = name.partition("@")
+    return base, (ref if at else None)
+
+
+def make_entries(chosen: list[str], sources: dict[str, Path] | None = None) -> list[Entry]:
+    """The table rows for the chosen systems; ``sources`` maps each git ref of an A/B
+    system (``asyncio@REF``) to the directory it was exported to."""
     entries: list[Entry] = []
     shells: dict[str, Jackrabbit] = {}
 
-    def shell(name: str) -> Jackrabbit:
-        if name not in shells:
-            shells[name] = Jackrabbit(name)  # type: ignore[arg-type]
-        return shells[name]
+    def shell(name: str, ref: str | None = None) -> Jackrabbit:
+        label = name if ref is None else f"{name}@{ref}"
+        if label not in shells:
+            if ref is None:
+                shells[label] = Jackrabbit(name)  # type: ignore[arg-type]
+            else:
+                assert sources is not None and ref in sources, f"{ref} was not exported"
+                shells[label] = Jackrabbit(name, f"jackrabbit {label}",  # type: ignore[arg-type]
+                                           root=sources[ref])
+        return shells[label]
 
-    for name in chosen:
-        if name in ("asyncio", "threads"):
-            peer = shell(name)
+    for choice in chosen:
+        name, ref = split_system(choice)
+        if name in SHELLS:
+            peer = shell(name, ref)
             entries.append(Entry(peer.name, peer, peer.driver))
         elif name == "client":
             # the asyncio server again (the same one), driven by the project's own client
@@ -90,6 +106,7 @@ class Session:
     failures: list[str] = field(default_factory=list)
     limits: dict[str, Limit] = field(default_factory=dict)
     entries: list[Entry] = field(default_factory=list)
+    peaks: dict[int, int] = field(default_factory=dict)  # id(peer) -> RSS peak, workloads 1-3
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -148,7 +165,7 @@ class Session:
                 if peer.name.startswith("jackrabbit"):
                     self.failures.append(text)
                 return None
-            slug = peer.name.replace(" ", "-")
+            slug = peer.name.replace(" ", "-").replace("@", "-at-")
             self.progress.say("starting server ...")
             try:
                 endpoint = await asyncio.wait_for(peer.start(self.workroot / slug), 180)
@@ -197,6 +214,17 @@ class Session:
         shift = round_no % len(who)
         return who[shift:] + who[:shift]
 
+    async def _sampled(self, entry: Entry, coro: Callable[[], Awaitable[T]]) -> T:
+        """Run ``coro`` while sampling the server's RSS into its workloads-1-3 peak."""
+        assert entry.target is not None
+        sampler = memory.RssSampler(entry.target.pid)
+        try:
+            async with sampler:
+                return await coro()
+        finally:
+            key = id(entry.peer)
+            self.peaks[key] = max(self.peaks.get(key, 0), sampler.peak)
+
     async def throughput_rounds(self) -> None:
         plan = self.plan
         cases: list[tuple[str, str, int, int, int, int]] = [
@@ -204,70 +232,80 @@ class Session:
         cases += [("w2", W2_SECTIONS[size], plan.w2_producers, size, count, plan.w2_rounds)
                   for size, count in plan.w2_counts.items()]
         for workload, section, producers, size, count, rounds in cases:
-            runs: dict[str, list[throughput.Throughput]] = {}
             seconds = plan.w1_seconds if workload == "w1" else plan.w2_seconds
+            done: dict[str, int] = {}
             for r in range(rounds):
                 for entry in self._rotation(workload, r):
                     assert entry.target is not None
                     what = (f"workload {workload[1]}: {producers} producer"
                             f"{'s' if producers > 1 else ''}, 1 consumer, {size:,} B, round "
                             f"{r + 1} of {rounds}")
-                    sampler = memory.RssSampler(entry.target.pid)
-                    async with sampler:
-                        got = await self.step(
-                            entry.name, section, what,
-                            _bind(throughput.run, entry.target, f"{section}-r{r}".replace(
-                                "_", "-"), producers, size, count, seconds),
-                            seconds * 3 + 200)
-                    if workload == "w2":
-                        entry.busy_peak = max(entry.busy_peak, sampler.peak)
-                    if got is not None:
-                        runs.setdefault(entry.name, []).append(got)
-                        self.progress.say(
-                            f"  {entry.name}: {got.adds_per_s:,.0f} confirmed adds/s, "
-                            f"{got.e2e_per_s:,.0f} delivered+acked msg/s ({got.delivered:,})")
-            for name, got_runs in runs.items():
-                best = max(got_runs, key=lambda t: t.e2e_per_s)
-                self.results.put(section, "adds", name, best.adds_per_s)
-                self.results.put(section, "e2e", name, best.e2e_per_s)
-                if size == 65536:
-                    self.results.put(section, "mbps", name, best.e2e_per_s * size / 1e6)
-                for n in best.notes:
-                    self.results.note(section, name, n)
-                if len(got_runs) > 1:
-                    spread = ", ".join(f"{t.e2e_per_s / 1000:.1f}k" for t in got_runs)
-                    self.results.note(section, name, f"best of {len(got_runs)} (e2e {spread})")
-        for entry in self.entries:
-            if "w2" in entry.workloads and "w5" in entry.workloads and entry.busy_peak:
-                self.results.put("w5", "busy", entry.name, entry.busy_peak / MIB)
+                    label = f"{section}-r{r}".replace("_", "-")
+                    got = await self.step(
+                        entry.name, section, what, bind(
+                            self._sampled, entry, bind(throughput.run, entry.target, label,
+                                                        producers, size, count, seconds)),
+                        seconds * 3 + 200)
+                    if got is None:
+                        continue
+                    done[entry.name] = done.get(entry.name, 0) + 1
+                    self._record_throughput(section, entry.name, r, size, got)
+            for name, n in done.items():
+                if n < rounds:
+                    self.results.note(section, name, f"{n} of {rounds} rounds measured")
+
+    def _record_throughput(self, section: str, name: str, r: int, size: int,
+                           got: throughput.Throughput) -> None:
+        res = self.results
+        res.add_round(section, "adds", name, r, got.adds_per_s)
+        res.add_round(section, "e2e", name, r, got.e2e_per_s)
+        if size == 65536:
+            res.add_round(section, "mbps", name, r, got.e2e_per_s * size / 1e6)
+        cpus = {"cpu_server": got.cpu_server_s, "cpu_producers": got.cpu_producers_s,
+                "cpu_consumer": got.cpu_consumer_s}
+        for metric, seconds in cpus.items():
+            us = per_message_us(seconds, got.delivered)
+            if us is not None:
+                res.add_round(section, metric, name, r, us)
+        total = sum(cpus.values())
+        if total > 0:
+            res.add_round(section, "server_share", name, r, 100 * got.cpu_server_s / total)
+        for n in got.notes:
+            res.note(section, name, f"round {r + 1}: {n}")
+        server_us = per_message_us(got.cpu_server_s, got.delivered)
+        self.progress.say(
+            f"  {name}: {got.adds_per_s:,.0f} confirmed adds/s, {got.e2e_per_s:,.0f} "
+            f"delivered+acked msg/s ({got.delivered:,}); server CPU "
+            + (f"{server_us:.1f} µs/msg" if server_us is not None else "—")
+            + f", clients {got.cpu_producers_s + got.cpu_consumer_s:.2f} s")
 
     async def latency_rounds(self) -> None:
         plan = self.plan
-        runs: dict[str, list[tuple[LatencySummary, list[str]]]] = {}
         for r in range(plan.w3_rounds):
             for entry in self._rotation("w3", r):
                 assert entry.target is not None
                 got = await self.step(
                     entry.name, "w3", f"workload 3: latency at {plan.w3_rate:,} msg/s, round "
-                    f"{r + 1} of {plan.w3_rounds}", _bind(latency.run, entry.target),
+                    f"{r + 1} of {plan.w3_rounds}",
+                    bind(self._sampled, entry, bind(latency.run, entry.target)),
                     plan.w3_seconds * 3 + 150)
-                if got is not None:
-                    runs.setdefault(entry.name, []).append(got)
-                    s = got[0]
-                    self.progress.say(f"  {entry.name}: p50 {s.p50_ms:.2f} ms, p99 "
-                                      f"{s.p99_ms:.2f} ms, max {s.max_ms:.2f} ms "
-                                      f"({s.count:,} samples)")
-        for name, got_runs in runs.items():
-            summary, notes = min(got_runs, key=lambda sn: sn[0].p99_ms)
-            self.results.put("w3", "p50", name, summary.p50_ms)
-            self.results.put("w3", "p99", name, summary.p99_ms)
-            self.results.put("w3", "max", name, summary.max_ms)
-            for n in notes:
-                self.results.note("w3", name, n)
-            if len(got_runs) > 1:
-                spread = ", ".join(f"{s.p99_ms:.2f}" for s, _ in got_runs)
-                self.results.note("w3", name, f"run with the lowest p99 of {len(got_runs)} "
-                                              f"(p99s {spread} ms)")
+                if got is None:
+                    continue
+                s, res = got.summary, self.results
+                res.add_round("w3", "p50", entry.name, r, s.p50_ms)
+                res.add_round("w3", "p99", entry.name, r, s.p99_ms)
+                res.add_round("w3", "max", entry.name, r, s.max_ms)
+                if got.cpu_server_us is not None:
+                    res.add_round("w3", "cpu_server", entry.name, r, got.cpu_server_us)
+                for n in got.notes:
+                    res.note("w3", entry.name, f"round {r + 1}: {n}")
+                self.progress.say(f"  {entry.name}: p50 {s.p50_ms:.2f} ms, p99 "
+                                  f"{s.p99_ms:.2f} ms, max {s.max_ms:.2f} ms "
+                                  f"({s.count:,} samples)")
+        # the peaks of workloads 1-3 (the latency rounds come last)
+        for entry in self.entries:
+            if "w5" in entry.workloads and id(entry.peer) in self.peaks:
+                self.results.put("w5", "busy", entry.name, self.peaks[id(entry.peer)] / MIB)
 
     # -- per system -----------------------------------------------------------------------
 
@@ -289,7 +327,7 @@ class Session:
         runs: list[failover.FailoverRun] = []
         for i in range(plan.w4_runs):
             got = await self.step(name, "w4", f"workload 4: failover, run {i + 1} of "
-                                  f"{plan.w4_runs}", _bind(failover.run_once, entry.target),
+                                  f"{plan.w4_runs}", bind(failover.run_once, entry.target),
                                   plan.w4_seconds * 3 + 150)
             if got is None:
                 continue
@@ -323,106 +361,21 @@ class Session:
         assert entry.target is not None
         plan, name = self.plan, entry.name
         got = await self.step(name, "w5", f"workload 5: backlog of {plan.w5_backlog:,} messages",
-                              _bind(memory.backlog, entry.target), plan.w5_seconds + 300)
+                              bind(memory.backlog, entry.target), plan.w5_seconds + 300)
         if got is None:
             return
         self.results.put("w5", "backlog", name, got.rss_mib)
         self.results.put("w5", "backlog_n", name, got.messages)
         self.results.put("w5", "fill", name, got.fill_per_s)
+        self.results.put("w5", "fill_peak", name, got.peak_mib)
+        if got.half_mib is not None:
+            self.results.put("w5", "half", name, got.half_mib)
         for n in got.notes:
             self.results.note("w5", name, n)
         self.progress.say(f"  {name}: {got.messages:,} in backlog, RSS {got.rss_mib:.1f} MiB "
                           f"(filled at {got.fill_per_s:,.0f}/s)")
 
-    # -- jackrabbit only ------------------------------------------------------------------
 
-    async def profiles(self, shells: list[str]) -> None:
-        for shell in shells:
-            name = f"jackrabbit {shell}"
-            out = self.workroot / f"profile-{shell}.pstats"
-            peer = Jackrabbit(shell, name=name, profile_to=out)  # type: ignore[arg-type]
-            workdir = self.workroot / f"profile-{shell}"
-
-            async def go(peer: Jackrabbit = peer, workdir: Path = workdir) -> float:
-                try:
-                    endpoint = await peer.start(workdir)
-                    target = Target(peer.name, peer.driver, endpoint, peer.pid, self.plan,
-                                    self.progress)
-                    got = await throughput.run(target, "profile", 1, 100,
-                                               self.plan.profile_count, self.plan.w1_seconds)
-                    return got.e2e_per_s
-                finally:
-                    await peer.stop()
-
-            e2e = await self.step(f"{name} under cProfile", "profile",
-                                  "workload 1 with the server under cProfile", go,
-                                  self.plan.w1_seconds * 3 + 200)
-            if e2e is None:
-                continue
-            if not out.exists():
-                self.results.blocks.append((f"Profile: {name}", "no profile was written "
-                                            "(the server did not exit cleanly on SIGTERM)"))
-                self.failures.append(f"{name}: no profile written")
-                continue
-            summary = profile.summarize(profile.load(out), root=str(HERE.parent))
-            body = profile.markdown(summary, f"{name}, workload 1 ({self.plan.profile_count:,}"
-                                    f" msgs), {e2e:,.0f} msg/s end to end under the profiler")
-            suffix = "-quick" if self.plan.quick else ""
-            kept = HERE / "results" / f"profile-{shell}{suffix}.pstats"
-            with contextlib.suppress(OSError):
-                shutil.copyfile(out, kept)
-            body += f"\n\nThe raw profile: `benchmarks/results/{kept.name}` (open with pstats)."
-            self.results.blocks.append((f"6. Where the time goes: {name} (cProfile)", body))
-
-    async def measure_limits(self) -> None:
-        from .limits import frames, rocks, tls
-
-        secs = self.plan.limit_seconds
-        self.progress.system = "limits"
-        for label, fn in (("rocksdict batched synced writes", lambda: rocks.measure(secs)),
-                          ("raw TLS loopback", lambda: tls.measure(secs)),
-                          ("wsproto frame parsing", lambda: frames.measure(secs))):
-            self.progress.say(f"{label} ...")
-            try:
-                found = await asyncio.wait_for(asyncio.to_thread(fn), 60 + secs * 10)
-            except Exception as exc:
-                self.progress.say(f"{label} FAILED: {type(exc).__name__}: {exc}")
-                self.results.run_notes.append(f"limit '{label}' not measured: {exc}")
-                continue
-            for limit in found:
-                self.progress.say(f"  {limit.name}: {limit.value:,.0f} {limit.unit}")
-                best = self.limits.get(limit.name)
-                if best is None or limit.value > best.value:
-                    self.limits[limit.name] = limit
-        self.progress.system = ""
-
-    def limits_block(self) -> None:
-        if not self.limits:
-            return
-        shells = [s for s in ("jackrabbit asyncio", "jackrabbit threads")
-                  if self.results.get("w1", "e2e", s) is not None]
-        head = "| limit | measured | | " + " | ".join(
-            f"{s} (1p1c e2e) as % of it" for s in shells) + " |"
-        lines = [head, "|---|--:|---|" + "--:|" * len(shells)]
-        for limit in self.limits.values():
-            cells = [limit.name, report.fmt(limit.value),
-                     limit.unit + (f" ({limit.detail})" if limit.detail else "")]
-            for s in shells:
-                e2e = self.results.get("w1", "e2e", s)
-                cells.append(f"{100 * e2e / limit.value:.0f}%" if limit.compare and e2e
-                             else "")
-            lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", "Each message costs the server at least one frame parsed (the add), "
-                  "two frames written (the confirmation and the delivery) and a share of a "
-                  "synced batch; so a shell's end-to-end rate can reach at most about a third "
-                  "of the TLS record rate and the wsproto parse rate, and the rocksdict "
-                  "figure bounds the durable add rate."]
-        tries = "one try" if self.plan.quick else "the better of a try before and one after " \
-            "the systems"
-        self.results.blocks.insert(0, (f"6. Limits measured in this run (no server; {tries})",
-                                       "\n".join(lines)))
-
-
-def _bind(fn: Callable[..., Awaitable[T]], *args: Any) -> Callable[[], Awaitable[T]]:
+def bind(fn: Callable[..., Awaitable[T]], *args: Any) -> Callable[[], Awaitable[T]]:
     """``fn`` with its arguments fixed now (a lambda in a loop would see the last ones)."""
     return lambda: fn(*args)

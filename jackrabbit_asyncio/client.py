@@ -296,7 +296,7 @@ class Client:
     def __init__(
         self,
         url: str,
-        queue: str = "default",
+        queue: str | None = None,
         *,
         ca: str | None = None,
         ssl: ssl_module.SSLContext | None = None,
@@ -306,7 +306,7 @@ class Client:
         """Set up, without connecting: use ``connect``."""
         self._endpoint = Endpoint.parse(url, queue)
         self.url = url
-        self.queue = queue
+        self.queue = self._endpoint.queue
         self._host = self._endpoint.host
         self._port = self._endpoint.port
         self._context = ssl if ssl is not None else ssl_module.create_default_context(cafile=ca)
@@ -333,14 +333,16 @@ class Client:
     async def connect(
         cls,
         url: str,
-        queue: str = "default",
+        queue: str | None = None,
         *,
         ca: str | None = None,
         ssl: ssl_module.SSLContext | None = None,
         reconnect: bool = False,
         on_role: Callable[[Role, int | None], None] | None = None,
     ) -> Client:
-        """Connect to ``queue`` at ``url`` (``wss://HOST:PORT``).
+        """Connect to ``queue`` at ``url`` (``wss://HOST:PORT``; a ``/queues/NAME`` path names
+        the queue too: giving both is an error unless they agree, neither means ``default``).
+        Raises ``ValueError`` for a URL or queue name that cannot be used.
 
         ``ca`` is a CA file to trust (e.g. the ``--dev`` CA); ``ssl`` a complete client
         context instead; neither means the system's trust store. Raises ``OSError`` if the

@@ -4,7 +4,8 @@
 seq once it is durable; stdin lines are pipelined (up to ``PIPELINE`` in flight) and their
 seqs printed in input order. ``take`` joins the consumer line, prints each message as
 ``SEQ<TAB>DATA`` (UTF-8, undecodable bytes replaced) and acks it, until ``--count`` messages
-or Ctrl-C.
+or Ctrl-C; if the server goes away first it raises ``ConnectionLost`` (the command ends
+with status 1 and one line saying so).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import sys
 import threading
 from typing import Final, TextIO
 
-from jackrabbit_core.cli import AddCommand, TakeCommand
+from jackrabbit_host.cli import AddCommand, TakeCommand, take_ended
+from jackrabbit_host.tls import client_context
 
-from .client import Client
+from .client import Client, ConnectionLost
 
 #: Adds in flight at once when reading stdin.
 PIPELINE: Final = 64
@@ -30,7 +32,8 @@ async def run_add(
     """Send the messages; print each seq. Returns the exit status."""
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
-    async with await Client.connect(command.url, command.queue, ca=command.ca) as client:
+    context = client_context(command.ca)
+    async with await Client.connect(command.url, command.queue, ssl=context) as client:
         if command.messages:
             for text in command.messages:
                 seq = await client.add(text.encode(), key=command.key)
@@ -71,11 +74,13 @@ def _read_lines(
 
 
 async def run_take(command: TakeCommand, stdout: TextIO | None = None) -> int:
-    """Print and ack messages until ``--count`` of them (or forever). Returns the exit status."""
+    """Print and ack messages until ``--count`` of them (or forever). Returns the exit status;
+    raises ``ConnectionLost`` if the server ends the connection first."""
     stdout = sys.stdout if stdout is None else stdout
     if command.count is not None and command.count <= 0:
         return 0
-    async with await Client.connect(command.url, command.queue, ca=command.ca) as client:
+    context = client_context(command.ca)
+    async with await Client.connect(command.url, command.queue, ssl=context) as client:
         seen = 0
         async for message in client.take(command.prefetch):
             text = message.data.decode("utf-8", "replace")
@@ -83,5 +88,6 @@ async def run_take(command: TakeCommand, stdout: TextIO | None = None) -> int:
             await message.ack()
             seen += 1
             if command.count is not None and seen >= command.count:
-                break
-    return 0
+                return 0
+        ended = take_ended(client.url, client.close_code, client.close_reason)
+        raise ConnectionLost("closed", ended)

@@ -46,14 +46,19 @@ from jackrabbit_core import Config, ConfigError
 from jackrabbit_core import server as core
 from jackrabbit_core.actions import (
     CloseTransport,
+    FindKey,
     PauseReading,
+    ReadMessages,
     ResumeReading,
     Send,
     WatchFlush,
     WriteBatch,
 )
-from jackrabbit_core.cli import bind_error, open_store, tls_error
-from jackrabbit_core.store import Batch, Store
+from jackrabbit_core.storage import Batch, Store
+from jackrabbit_host.cli import bind_error
+from jackrabbit_host.reads import answer
+from jackrabbit_host.startup import open_store
+from jackrabbit_host.tls import server_context
 
 from .acceptor import SPARE, Acceptor, listen
 from .link import Link, Phase, Shared
@@ -73,25 +78,15 @@ async def serve(config: Config) -> Server:
     an address that cannot be bound, a database that cannot be opened). Call it on the loop
     that will run the server.
     """
+    context = server_context(config)  # before the store: a bad certificate leaves no --db
     store = open_store(config)
     try:
-        context = _tls_context(config)
         server = Server(config, store, context)
         await server._listen()
     except BaseException:
         store.close()
         raise
     return server
-
-
-def _tls_context(config: Config) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.set_alpn_protocols(["http/1.1"])
-    try:
-        context.load_cert_chain(config.chain_cert, config.private_key)
-    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        raise ConfigError(tls_error(config, exc)) from None
-    return context
 
 
 def uuid4_bytes_factory() -> Callable[[], bytes]:
@@ -143,7 +138,7 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._core = core.Server(
             config,
-            store,
+            store.recover(),
             new_id=uuid4_bytes_factory(),
             clock_ms=lambda: time.time_ns() // 1_000_000,
             now=self._loop.time(),
@@ -321,6 +316,10 @@ class Server:
                 for action in core_server.actions():
                     if isinstance(action, WriteBatch):
                         self._write(action.batch)
+                        continue
+                    if isinstance(action, ReadMessages | FindKey):
+                        answer(self._store, action, core_server, self._loop.time())
+                        self._again = True
                         continue
                     link = by_id.get(action.conn)
                     if link is None:

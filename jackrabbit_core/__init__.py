@@ -6,17 +6,19 @@ see ``server.py`` for the calling contract and ``docs/protocol.md`` for the rule
 from .actions import (
     Action,
     CloseTransport,
+    FindKey,
     PauseReading,
+    ReadMessages,
     ResumeReading,
     Send,
     WatchFlush,
     WriteBatch,
 )
 from .client import ClientProtocol
-from .config import Config, parse_args
+from .config import Config
 from .exceptions import ConfigError, InvalidState, JackrabbitError, StoreError
 from .server import Authenticator, Refusal, Server
-from .store import Batch, Store
+from .storage import Batch, QueueRecord, Store
 
 __all__ = [
     "Action",
@@ -26,9 +28,12 @@ __all__ = [
     "CloseTransport",
     "Config",
     "ConfigError",
+    "FindKey",
     "InvalidState",
     "JackrabbitError",
     "PauseReading",
+    "QueueRecord",
+    "ReadMessages",
     "Refusal",
     "ResumeReading",
     "Send",
@@ -37,5 +42,4 @@ __all__ = [
     "StoreError",
     "WatchFlush",
     "WriteBatch",
-    "parse_args",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .store import Batch
+from .storage import Batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,29 @@ class WatchFlush:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadMessages:
+    """Read messages ``first``.. of ``queue`` with ``Store.read(queue, first, limit,
+    max_bytes)``, then call ``Server.read_done(ticket, messages, now)`` (or ``read_failed``).
+    Answer at once or later: the core does not wait (protocol §7.3)."""
+
+    ticket: int
+    queue: str
+    first: int
+    limit: int
+    max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class FindKey:
+    """Look up idempotency ``key`` of ``queue`` with ``Store.find_key``, then call
+    ``Server.read_done(ticket, [message] or [], now)`` (or ``read_failed``) (protocol §6.8)."""
+
+    ticket: int
+    queue: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
 class WriteBatch:
     """Persist ``batch`` with ``Store.write`` off the event loop, then call
     ``Server.batch_written()`` (or ``Server.batch_failed()``).
@@ -66,4 +89,7 @@ class WriteBatch:
     batch: Batch
 
 
-Action = Send | CloseTransport | PauseReading | ResumeReading | WatchFlush | WriteBatch
+Action = (
+    Send | CloseTransport | PauseReading | ResumeReading | WatchFlush | ReadMessages | FindKey
+    | WriteBatch
+)

@@ -28,7 +28,7 @@ from wsproto.events import (
 from wsproto.utilities import ProtocolError as WSProtocolError
 
 from .codes import CLOSE_NORMAL
-from .routes import DEFAULT_QUEUE
+from .routes import DEFAULT_QUEUE, QUEUE_NAME, QUEUE_PREFIX, queue_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +41,48 @@ class Endpoint:
     path: str
 
     @classmethod
-    def parse(cls, url: str, queue: str = DEFAULT_QUEUE) -> Endpoint:
-        """Raises ``ValueError`` for anything but a ``wss://`` URL with a host."""
+    def parse(cls, url: str, queue: str | None = None) -> Endpoint:
+        """The endpoint of ``url`` (``wss://HOST[:PORT][/queues/NAME]``) for ``queue``.
+
+        The queue is named by the URL's path (``/queues/NAME``, protocol §1.3) or by
+        ``queue``; naming it both ways is fine when they agree and an error when they do not
+        (neither wins silently). Named neither way (a path of ``/`` or none), it is
+        ``default``. Raises ``ValueError`` with a one-line message for another scheme than
+        ``wss``, no host, a bad port, a path that names no queue, an invalid queue name, or
+        a conflict.
+        """
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "wss" or not parts.hostname:
-            raise ValueError(f"not a wss:// URL: {url!r}")
-        path = "/" if queue == DEFAULT_QUEUE else f"/queues/{queue}"
-        return cls(parts.hostname, parts.port or 443, path)
+        if parts.scheme != "wss":
+            why = "jackrabbit speaks only TLS; " if parts.scheme in ("ws", "http", "https") else ""
+            raise ValueError(
+                f"not a wss:// URL: {url!r} ({why}expected wss://HOST[:PORT][/queues/NAME])"
+            )
+        try:
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            raise ValueError(f"bad port in URL {url!r}") from None
+        if not host:
+            raise ValueError(f"no host in URL {url!r}")
+        path = parts.path or "/"
+        named = None if path == "/" else queue_for(path)
+        if path != "/" and named is None:
+            raise ValueError(
+                f"the path of {url!r} names no queue (expected / or /queues/NAME, protocol §1.3)"
+            )
+        if queue is not None:
+            if not QUEUE_NAME.fullmatch(queue):
+                raise ValueError(f"invalid queue name {queue!r} (protocol §1.3)")
+            if named is not None and named != queue:
+                raise ValueError(
+                    f"queue {queue!r} conflicts with the URL's path {path!r}: name one"
+                )
+        name = named or queue or DEFAULT_QUEUE
+        return cls(host, port or 443, "/" if name == DEFAULT_QUEUE else QUEUE_PREFIX + name)
+
+    @property
+    def queue(self) -> str:
+        """The queue's name."""
+        return queue_for(self.path) or DEFAULT_QUEUE
 
     @property
     def authority(self) -> str:

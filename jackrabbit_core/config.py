@@ -1,19 +1,13 @@
-"""The server's settings and the one parser of the command line both shells share.
-
-The flags, defaults and aliases are the external contract (``CONTRACT.md`` §1); keeping them
-here, once, is what makes ``python -m jackrabbit_asyncio`` and ``python -m jackrabbit_threads``
-accept exactly the same command line.
-"""
+"""The server's settings, as the core reads them (the command line that fills them in is
+``jackrabbit_host.options``)."""
 
 from __future__ import annotations
 
-import argparse
-import math
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from .devcerts import dev_paths
-from .exceptions import ConfigError
+#: The package's version (``pyproject.toml`` reads it from here; ``--version`` prints it).
+__version__ = "0.1.0"
 
 FsyncPolicy = Literal["always", "never"]
 
@@ -45,150 +39,3 @@ class Config:
     def dead_after(self) -> float:
         """How long a silent peer is tolerated: two heartbeat intervals (protocol §9)."""
         return 2 * self.heartbeat
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
-    return value
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` that raises ``ConfigError`` instead of exiting the process."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(message)
-
-
-def build_parser(prog: str) -> argparse.ArgumentParser:
-    """The server's argument parser (``CONTRACT.md`` §1), for ``--help`` and for parsing."""
-    defaults = Config()
-    parser = _Parser(
-        prog=prog,
-        description="jackrabbit: a persistent message queue over secure WebSockets.",
-    )
-    add = parser.add_argument
-    add("--host", default=defaults.host, help="address to listen on (default %(default)s)")
-    add(
-        "--port",
-        type=_port,
-        default=defaults.port,
-        help="TCP port; 0 picks a free one (default %(default)s)",
-    )
-    add(
-        "--db",
-        "--save-path",
-        dest="db",
-        default=defaults.db,
-        help="RocksDB directory (default %(default)s)",
-    )
-    add(
-        "--chain-cert",
-        "--chain_cert",
-        "--cert",
-        dest="chain_cert",
-        default=defaults.chain_cert,
-        help="PEM certificate chain (default %(default)s)",
-    )
-    add(
-        "--private-key",
-        "--private_key",
-        "--cert-path",
-        dest="private_key",
-        default=defaults.private_key,
-        help="PEM private key (default %(default)s)",
-    )
-    add(
-        "--dev",
-        action="store_true",
-        help="self-signed certificates for localhost, kept under the db directory; "
-        "binds 127.0.0.1:8443 unless --host/--port are given",
-    )
-    add(
-        "--fsync",
-        choices=("always", "never"),
-        default=defaults.fsync,
-        help="fsync each batch before confirming adds (default %(default)s)",
-    )
-    add(
-        "--max-message-bytes",
-        type=_positive_int,
-        default=defaults.max_message_bytes,
-        help="largest message accepted, in bytes (default %(default)s)",
-    )
-    add(
-        "--heartbeat",
-        type=_seconds,
-        default=defaults.heartbeat,
-        help="ping interval in seconds; a peer silent for two is dropped (default %(default)s)",
-    )
-    add(
-        "--max-connections",
-        type=_positive_int,
-        default=defaults.max_connections,
-        help="connections beyond this get HTTP 503 (default %(default)s)",
-    )
-    add(
-        "--handover-timeout",
-        type=_seconds,
-        default=defaults.handover_timeout,
-        help="seconds a planned handover waits for acks (default %(default)s)",
-    )
-    return parser
-
-
-def parse_args(argv: list[str], prog: str = "jackrabbit") -> Config:
-    """Turn a command line into a ``Config``; raises ``ConfigError`` with a one-line message.
-
-    ``--dev`` changes the defaults of ``--host`` and ``--port`` to 127.0.0.1:8443 (only those
-    not given) and points the certificate paths at the db directory's ``dev-certs``.
-    """
-    parser = build_parser(prog)
-    ns = parser.parse_args(argv)
-    given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
-    host, port = ns.host, ns.port
-    chain_cert, private_key = ns.chain_cert, ns.private_key
-    if ns.dev:
-        if "--host" not in given:
-            host = "127.0.0.1"
-        if "--port" not in given:
-            port = 8443
-        paths = dev_paths(ns.db)
-        chain_cert, private_key = paths.chain, paths.key
-    return Config(
-        host=host,
-        port=port,
-        db=ns.db,
-        chain_cert=chain_cert,
-        private_key=private_key,
-        dev=ns.dev,
-        fsync=ns.fsync,
-        max_message_bytes=ns.max_message_bytes,
-        heartbeat=ns.heartbeat,
-        max_connections=ns.max_connections,
-        handover_timeout=ns.handover_timeout,
-    )

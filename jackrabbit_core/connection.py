@@ -1,49 +1,50 @@
-"""One client connection: HTTP/1.1 until an upgrade, then WebSocket frames.
+"""One client connection: one HTTP/1.1 request, then (after an upgrade) WebSocket frames.
 
 A ``Connection`` turns the bytes a peer sends into a few high-level events (an HTTP request,
 an upgrade request, a complete binary message, the end of the connection) and turns the
 server's decisions back into bytes. It knows nothing of queues: the server facade routes
 requests and answers them through ``respond``, ``accept``, ``send_message`` and ``close``.
 
-Frame-level rules live here, once (``docs/protocol.md`` §2): binary messages only (a text
-frame closes with 1003), messages reassembled up to ``max_message_bytes`` (beyond it, 1009),
-pings answered, the close handshake run. Whatever a peer sends, ``receive_data`` never raises:
-bad input becomes an HTTP error status or a close frame with a code and a reason.
+The request head is read by ``http1`` up to an exact cap, and an upgrade request is checked
+there before the facade sees it, so an ``UpgradeRequest`` is always well formed (protocol §1.3).
+Frame-level rules live here, once (protocol §2): binary messages only (a text frame closes with
+1003), messages reassembled up to ``max_message_bytes`` and ``max_frames`` frames (beyond
+either, 1009) and finished within ``message_timeout`` seconds (else 1008), pings answered, the
+close handshake run. Whatever a peer sends, ``receive_data`` never raises: bad input becomes an
+HTTP error status or a close frame with a code and a reason.
+
+What an idle connection holds is kept small, for it is multiplied by every open connection: no
+``h11`` object outlives the request head it parses, an upgraded connection keeps only
+``wsproto``'s frame parser (not its ``Connection`` with an event queue), and an unfinished
+message is one ``bytearray``, not one object per fragment.
 
 After every call the caller must collect ``data_to_send()`` and, once ``transport_done`` is
-true and the data is written, close the transport.
+true and the data is written, close the transport. The facade's timer sweep must call
+``check_timeouts(now)``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
-import h11
-from wsproto.connection import Connection as WSConnection
-from wsproto.connection import ConnectionType
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    Pong,
-    TextMessage,
-)
-from wsproto.handshake import H11Handshake
-from wsproto.utilities import ProtocolError as WSProtocolError
-from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
+from wsproto.frame_protocol import Frame, FrameProtocol, Opcode, ParseFailed
 
-from . import codes
+from . import codes, http1
 from .exceptions import InvalidState
+from .http1 import MAX_HEAD_BYTES, Headers, HttpError
 
-Headers = tuple[tuple[bytes, bytes], ...]
-
-#: Largest HTTP request head accepted (h11 answers 431 beyond it, protocol §1.2).
-MAX_HEAD_BYTES = 16 * 1024
+#: A message may have this many frames, or one per ``FRAME_BYTES`` of the size cap if that is
+#: more (protocol §2.2): enough for any client that fragments at a few KiB, and a bound on the
+#: work an endless run of tiny or empty fragments can cause.
+MIN_MAX_FRAMES: Final = 1024
+FRAME_BYTES: Final = 4096
+#: A message must be finished this many seconds after its first frame, or the time its size
+#: cap takes at ``SLOWEST_BYTES_PER_SECOND`` if that is longer (protocol §2.2).
+MIN_MESSAGE_SECONDS: Final = 10.0
+SLOWEST_BYTES_PER_SECOND: Final = 64 * 1024
 
 
 class Phase(enum.Enum):
@@ -65,7 +66,7 @@ class HttpRequest:
 
 @dataclass(frozen=True, slots=True)
 class UpgradeRequest:
-    """A WebSocket upgrade request; answer it with ``accept`` or ``respond``.
+    """A well-formed WebSocket upgrade request; answer it with ``accept`` or ``respond``.
 
     This is where authentication plugs in (protocol §1.4): the headers and offered
     subprotocols are all here for an authenticator to read before the server accepts.
@@ -93,29 +94,28 @@ class Disconnected:
 
 ConnectionEvent = HttpRequest | UpgradeRequest | MessageReceived | Disconnected
 
-_STATUS_REASONS = {
-    200: b"OK",
-    400: b"Bad Request",
-    401: b"Unauthorized",
-    403: b"Forbidden",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    408: b"Request Timeout",
-    426: b"Upgrade Required",
-    431: b"Request Header Fields Too Large",
-    503: b"Service Unavailable",
-}
+
+class _Unfinished:
+    """A fragmented message being reassembled: its bytes so far, in one buffer."""
+
+    __slots__ = ("data", "frames", "started")
+
+    def __init__(self, started: float) -> None:
+        self.data = bytearray()
+        #: Frames that have ended so far (empty ones too).
+        self.frames = 0
+        self.started = started
 
 
 class Connection:
     """The protocol state of one peer, from the first byte to the close."""
 
     __slots__ = (
-        "_fragments",
-        "_fragments_size",
-        "_http",
+        "_frames",
+        "_in",
+        "_message",
         "_out",
-        "_ws",
+        "_request",
         "disconnected",
         "id",
         "last_seen",
@@ -127,19 +127,31 @@ class Connection:
     def __init__(self, conn_id: int, now: float, *, max_message_bytes: int) -> None:
         self.id = conn_id
         self.opened_at = now
-        #: When a byte last came from the peer (heartbeat deadlines, protocol §9).
+        #: When a byte last came from the peer, before our close (heartbeat deadlines, §9).
         self.last_seen = now
         self.max_message_bytes = max_message_bytes
         self.phase = Phase.HTTP
         #: True once ``Disconnected`` has been reported, so it is reported once.
         self.disconnected = False
-        self._http: h11.Connection | None = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES
-        )
-        self._ws: WSConnection | None = None
-        self._out: list[bytes] = []
-        self._fragments: list[bytes] = []
-        self._fragments_size = 0
+        #: Before the request: the head so far. After an upgrade request: bytes that came
+        #: after its head (frames), fed to the frame parser once it is accepted.
+        self._in: bytearray | None = None
+        #: The request waiting for ``respond`` or ``accept``.
+        self._request: HttpRequest | UpgradeRequest | None = None
+        #: The frame parser, once upgraded and until the close handshake ends.
+        self._frames: FrameProtocol | None = None
+        self._message: _Unfinished | None = None
+        self._out: list[bytes | bytearray] = []
+
+    @property
+    def max_frames(self) -> int:
+        """Most frames one message may have (protocol §2.2)."""
+        return max(MIN_MAX_FRAMES, self.max_message_bytes // FRAME_BYTES)
+
+    @property
+    def message_timeout(self) -> float:
+        """Seconds a message may take from its first frame to its last (protocol §2.2)."""
+        return max(MIN_MESSAGE_SECONDS, self.max_message_bytes / SLOWEST_BYTES_PER_SECOND)
 
     # -- output ---------------------------------------------------------------------------
 
@@ -151,30 +163,44 @@ class Connection:
     @property
     def transport_done(self) -> bool:
         """True when, after writing ``data_to_send()``, the transport should be closed."""
-        return self.phase is Phase.CLOSED or (self.phase is Phase.CLOSING and self._ws is None)
+        return self.phase is Phase.CLOSED or (self.phase is Phase.CLOSING and self._frames is None)
 
     # -- input ----------------------------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> list[ConnectionEvent]:
-        """Feed bytes from the peer; return what they mean. Never raises for bad input."""
-        self.last_seen = now
+        """Feed bytes from the peer; return what they mean. Never raises for bad input.
+
+        A request event must be answered (``respond`` or ``accept``) before more data is fed.
+        """
+        if self.phase is not Phase.CLOSING:
+            # After our close frame only the peer's echo matters: whatever else it sends does
+            # not keep the connection, so the heartbeat timeout ends an unanswered close.
+            self.last_seen = now
         if self.phase is Phase.HTTP:
             return self._receive_http(data)
-        if self._ws is not None and self.phase in (Phase.OPEN, Phase.CLOSING):
-            try:
-                self._ws.receive_data(data)
-            except WSProtocolError:
-                return self._lost(codes.CLOSE_PROTOCOL_ERROR, "protocol error")
-            return self._ws_events()
+        frames = self._frames
+        if frames is not None and self.phase in (Phase.OPEN, Phase.CLOSING):
+            frames.receive_bytes(data)
+            return self._ws_events(frames, now)
         return []
 
     def receive_eof(self) -> list[ConnectionEvent]:
         """The transport ended (peer closed, reset, or the shell dropped it)."""
-        self._ws = None
-        self._http = None
         return self._lost(1006, "connection lost")
 
+    def check_timeouts(self, now: float) -> list[ConnectionEvent]:
+        """Close a connection whose message is not finished in time (protocol §2.2).
+
+        The facade's timer sweep calls this for every connection; it returns ``Disconnected``
+        when it closed this one.
+        """
+        message = self._message
+        if message is None or now - message.started < self.message_timeout:
+            return []
+        return self.close(codes.CLOSE_POLICY_VIOLATION, "message not finished in time")
+
     def _lost(self, code: int, reason: str) -> list[ConnectionEvent]:
+        self._in = self._request = self._frames = self._message = None
         self.phase = Phase.CLOSED
         return self._report(code, reason)
 
@@ -182,33 +208,44 @@ class Connection:
         if self.disconnected:
             return []
         self.disconnected = True
-        self._fragments.clear()
         return [Disconnected(code, reason)]
 
     # -- HTTP -----------------------------------------------------------------------------
 
     def _receive_http(self, data: bytes) -> list[ConnectionEvent]:
-        http = self._http
-        if http is None:  # pragma: no cover - phase HTTP always has one
-            raise InvalidState("HTTP phase without an h11 connection")
-        http.receive_data(data)
-        try:
-            event = http.next_event()
-        except h11.RemoteProtocolError as exc:
-            status = exc.error_status_hint
-            self.respond(status, f"bad HTTP request: {exc}\n".encode())
-            return self._report(codes.CLOSE_PROTOCOL_ERROR, "bad HTTP request")
-        if event is h11.NEED_DATA:
+        if self._request is not None:
+            raise InvalidState("data fed before the request was answered")
+        held = self._in
+        if held is None:
+            held = self._in = bytearray()
+        scanned = len(held)
+        held += data
+        end = http1.head_end(held, scanned)
+        if http1.too_large(len(held), end):
+            return self._refuse(HttpError(431, f"request head over {MAX_HEAD_BYTES} bytes"))
+        if end is None:
             return []
-        if not isinstance(event, h11.Request):
-            # A request is the only event a server can see first; anything else is a bug
-            # in h11's contract, answered as a bad request rather than raised.
-            self.respond(400, b"bad HTTP request\n")
-            return self._report(codes.CLOSE_PROTOCOL_ERROR, "bad HTTP request")
-        target = event.target.decode("ascii", "replace")
-        if not _is_upgrade(event.headers):
-            return [HttpRequest(event.method.decode("ascii", "replace"), target)]
-        return [UpgradeRequest(target, tuple(event.headers), _subprotocols(event.headers))]
+        request = http1.parse_head(bytes(held[:end]))
+        del held[:end]
+        if isinstance(request, HttpError):
+            return self._refuse(request)
+        target = request.target.decode("ascii", "replace")
+        headers = tuple(request.headers)
+        if not http1.is_upgrade(headers):
+            self._in = None  # a body is never read (protocol §1.2)
+            self._request = HttpRequest(request.method.decode("ascii", "replace"), target)
+            return [self._request]
+        malformed = http1.check_upgrade(request)
+        if malformed is not None:
+            return self._refuse(malformed)
+        if not held:
+            self._in = None
+        self._request = UpgradeRequest(target, headers, _subprotocols(headers))
+        return [self._request]
+
+    def _refuse(self, error: HttpError) -> list[ConnectionEvent]:
+        self.respond(error.status, f"{error.reason}\n".encode(), headers=error.headers)
+        return self._report(codes.CLOSE_PROTOCOL_ERROR, "bad HTTP request")
 
     def respond(
         self,
@@ -217,136 +254,114 @@ class Connection:
         content_type: bytes = b"text/plain; charset=utf-8",
         headers: Headers = (),
     ) -> None:
-        """Answer the HTTP request with ``status`` and ``body``, then close (protocol §1.2)."""
+        """Answer the HTTP request with ``status`` and ``body``, then close (protocol §1.2).
+
+        The answer to a ``HEAD`` request has the headers of the body, not the body.
+        """
         if self.phase is not Phase.HTTP:
             raise InvalidState(f"cannot send an HTTP response in phase {self.phase.value}")
-        http = h11.Connection(h11.SERVER) if self._http is None else self._http
-        response_headers = [
+        request = self._request
+        head_only = isinstance(request, HttpRequest) and request.method == "HEAD"
+        response_headers = (
             (b"content-type", content_type),
-            (b"content-length", str(len(body)).encode()),
+            (b"content-length", b"%d" % len(body)),
             (b"connection", b"close"),
             *headers,
-        ]
-        reason = _STATUS_REASONS.get(status, b"")
-        try:
-            self._out.append(
-                http.send(h11.Response(status_code=status, headers=response_headers, reason=reason))
-                or b""
-            )
-            if body:
-                self._out.append(http.send(h11.Data(data=body)) or b"")
-            self._out.append(http.send(h11.EndOfMessage()) or b"")
-        except h11.LocalProtocolError:
-            # The request was too broken for h11 to frame a response (e.g. it never
-            # finished a request line): write the status line by hand, then close.
-            self._out.append(
-                b"HTTP/1.1 %d %s\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                % (status, reason)
-            )
-        self._http = None
+        )
+        self._out.append(http1.response(status, response_headers, b"" if head_only else body))
+        self._in = self._request = None
         self.phase = Phase.CLOSING
 
     def accept(
         self, request: UpgradeRequest, subprotocol: str | None = None
     ) -> list[ConnectionEvent]:
-        """Complete the upgrade; return events from frames that arrived with the request.
-
-        Answers 400 (or 426 for a wrong WebSocket version) and closes instead when the upgrade
-        request is malformed (protocol §1.3), in which case ``Disconnected`` is returned.
-        """
-        http = self._http
-        if self.phase is not Phase.HTTP or http is None:
-            raise InvalidState(f"cannot accept an upgrade in phase {self.phase.value}")
-        handshake = H11Handshake(ConnectionType.SERVER)
-        try:
-            handshake.initiate_upgrade_connection(list(request.headers), request.target)
-            for _ in handshake.events():
-                pass
-            accepted = handshake.send(AcceptConnection(subprotocol=subprotocol))
-        except (WSRemoteProtocolError, WSProtocolError, h11.ProtocolError) as exc:
-            hint = getattr(exc, "event_hint", None)
-            status = getattr(hint, "status_code", 400)
-            self.respond(status, f"bad WebSocket upgrade: {exc}\n".encode())
-            return self._report(codes.CLOSE_PROTOCOL_ERROR, "bad WebSocket upgrade")
-        ws = handshake.connection
-        if ws is None:  # pragma: no cover - wsproto sets it on accept
-            raise InvalidState("wsproto accepted without a connection")
-        trailing, _ = http.trailing_data
-        self._out.append(accepted)
-        self._http = None
-        self._ws = ws
+        """Complete the upgrade; return events from frames that arrived with the request."""
+        if self.phase is not Phase.HTTP or self._request is not request:
+            raise InvalidState("accept() answers the pending upgrade request only")
+        if subprotocol is not None and subprotocol not in request.subprotocols:
+            raise InvalidState(f"subprotocol {subprotocol!r} was not offered")
+        self._out.append(http1.switching_protocols(request.headers, subprotocol))
+        frames = self._frames = FrameProtocol(client=False, extensions=[])
+        self._request = None
         self.phase = Phase.OPEN
+        trailing, self._in = self._in, None
         if not trailing:
             return []
-        ws.receive_data(bytes(trailing))
-        return self._ws_events()
+        frames.receive_bytes(bytes(trailing))
+        return self._ws_events(frames, self.last_seen)
 
     # -- WebSocket ------------------------------------------------------------------------
 
-    def _ws_events(self) -> list[ConnectionEvent]:
-        ws = self._ws
-        if ws is None:
-            return []
+    def _ws_events(self, frames: FrameProtocol, now: float) -> list[ConnectionEvent]:
         events: list[ConnectionEvent] = []
-        for event in ws.events():
-            if isinstance(event, BytesMessage):
-                if self.phase is not Phase.OPEN:
-                    continue
-                self._fragments_size += len(event.data)
-                if self._fragments_size > self.max_message_bytes:
-                    reason = f"too_large: message over {self.max_message_bytes} bytes"
-                    events.extend(self.close(codes.CLOSE_TOO_BIG, reason))
-                    continue
-                message = self._reassemble(event)
-                if message is not None:
-                    events.append(MessageReceived(message))
-            elif isinstance(event, TextMessage):
-                if self.phase is Phase.OPEN:
+        try:
+            for frame in frames.received_frames():
+                opcode = frame.opcode
+                if self.phase is not Phase.OPEN and opcode is not Opcode.CLOSE:
+                    continue  # closing: only the peer's close frame matters now
+                if opcode is Opcode.BINARY:
+                    events.extend(self._data(frame, now))
+                elif opcode is Opcode.TEXT:
                     reason = "text frames are not accepted"
                     events.extend(self.close(codes.CLOSE_UNSUPPORTED_DATA, reason))
-            elif isinstance(event, Ping):
-                if self.phase is Phase.OPEN:
-                    self._out.append(ws.send(event.response()))
-            elif isinstance(event, Pong):
-                pass  # last_seen already moved: any byte proves the peer alive
-            elif isinstance(event, CloseConnection):
-                events.extend(self._peer_closed(event))
-                break
+                elif opcode is Opcode.PING:
+                    self._out.append(frames.pong(_payload(frame)))
+                elif opcode is Opcode.CLOSE:
+                    events.extend(self._peer_closed(frames, *_close_payload(frame)))
+                    break
+                # A pong needs nothing: last_seen already moved, any byte proves the peer alive.
+        except ParseFailed as exc:
+            events.extend(self._broken(frames, exc))
         return events
 
-    def _reassemble(self, event: BytesMessage) -> bytes | None:
-        """Collect fragments; the whole message once it is finished, else None."""
-        if event.message_finished and not self._fragments:
-            self._fragments_size = 0
-            return bytes(event.data)
-        self._fragments.append(bytes(event.data))
-        if not event.message_finished:
-            return None
-        message = b"".join(self._fragments)
-        self._fragments.clear()
-        self._fragments_size = 0
-        return message
+    def _data(self, frame: Frame, now: float) -> list[ConnectionEvent]:
+        """Reassemble a binary message (protocol §2.2); the message once it is finished.
 
-    def _peer_closed(self, event: CloseConnection) -> list[ConnectionEvent]:
-        ws = self._ws
-        if ws is not None and self.phase is Phase.OPEN:
+        ``wsproto`` hands a frame over in pieces as its bytes arrive, each piece telling
+        whether it ends its frame and its message.
+        """
+        payload = _payload(frame)
+        message = self._message
+        if message is None:
+            if frame.message_finished and len(payload) <= self.max_message_bytes:
+                return [MessageReceived(payload)]  # a whole message at once: the usual case
+            message = self._message = _Unfinished(now)
+        if len(message.data) + len(payload) > self.max_message_bytes:
+            reason = f"too_large: message over {self.max_message_bytes} bytes"
+            return self.close(codes.CLOSE_TOO_BIG, reason)
+        message.data += payload
+        if frame.frame_finished:
+            message.frames += 1
+            if message.frames > self.max_frames:
+                reason = f"too_large: message in over {self.max_frames} frames"
+                return self.close(codes.CLOSE_TOO_BIG, reason)
+        if not frame.message_finished:
+            return []
+        self._message = None
+        return [MessageReceived(bytes(message.data))]
+
+    def _peer_closed(self, frames: FrameProtocol, code: int, reason: str) -> list[ConnectionEvent]:
+        if self.phase is Phase.OPEN:
             # Echo the close (RFC 6455 §5.5.1); the exchange is then over.
-            with contextlib.suppress(WSProtocolError):
-                self._out.append(ws.send(event.response()))
-        self._ws = None
-        self.phase = Phase.CLOSED
-        return self._report(event.code, event.reason or "")
+            self._out.append(frames.close(code, reason))
+        return self._lost(code, reason)
+
+    def _broken(self, frames: FrameProtocol, exc: ParseFailed) -> list[ConnectionEvent]:
+        """The peer broke RFC 6455: say why in a close frame, then drop the transport."""
+        if self.phase is Phase.OPEN:
+            self._out.append(frames.close(exc.code, str(exc)))
+        return self._lost(exc.code, "protocol error")
 
     def send_message(self, payload: bytes) -> None:
         """Send one binary message; silently dropped once the connection is closing."""
-        if self._ws is not None and self.phase is Phase.OPEN:
+        if self._frames is not None and self.phase is Phase.OPEN:
             self._out.append(binary_frame(payload))
 
     def ping(self) -> None:
         """Send a heartbeat ping (protocol §2.3)."""
-        ws = self._ws
-        if ws is not None and self.phase is Phase.OPEN:
-            self._out.append(ws.send(Ping()))
+        frames = self._frames
+        if frames is not None and self.phase is Phase.OPEN:
+            self._out.append(frames.ping())
 
     def close(self, code: int, reason: str) -> list[ConnectionEvent]:
         """Start the close handshake with ``code`` and ``reason`` (protocol §2.4).
@@ -355,9 +370,10 @@ class Connection:
         Returns ``Disconnected`` unless it was already reported, so the caller cleans up in
         one place whoever closed. Before an upgrade, answers HTTP 503 (shutting down) or 408.
         """
-        ws = self._ws
-        if ws is not None and self.phase is Phase.OPEN:
-            self._out.append(ws.send(CloseConnection(code=code, reason=reason)))
+        self._message = None
+        frames = self._frames
+        if frames is not None and self.phase is Phase.OPEN:
+            self._out.append(frames.close(code, reason))
             self.phase = Phase.CLOSING
         elif self.phase is Phase.HTTP:
             self.respond(503 if code == codes.CLOSE_GOING_AWAY else 408, b"closing\n")
@@ -365,8 +381,6 @@ class Connection:
 
     def abort(self) -> list[ConnectionEvent]:
         """Give up on the peer (timeout): the transport should be closed at once."""
-        self._ws = None
-        self._http = None
         return self._lost(1006, "timed out")
 
 
@@ -390,11 +404,24 @@ _HEADER_16 = struct.Struct("!BBH")
 _HEADER_64 = struct.Struct("!BBQ")
 
 
-def _is_upgrade(headers: Sequence[tuple[bytes, bytes]]) -> bool:
-    return any(name == b"upgrade" and value.lower() == b"websocket" for name, value in headers)
+def _payload(frame: Frame) -> bytes:
+    """A data or ping frame's bytes (``wsproto`` types payloads loosely)."""
+    payload = frame.payload
+    if not isinstance(payload, bytes):  # pragma: no cover - wsproto hands bytes for these
+        raise InvalidState(f"unexpected frame payload {type(payload).__name__}")
+    return payload
 
 
-def _subprotocols(headers: Sequence[tuple[bytes, bytes]]) -> tuple[str, ...]:
+def _close_payload(frame: Frame) -> tuple[int, str]:
+    """A close frame's code and reason, which ``wsproto`` has already checked."""
+    payload = frame.payload
+    if not isinstance(payload, tuple):  # pragma: no cover - wsproto hands a pair for these
+        raise InvalidState(f"unexpected close payload {type(payload).__name__}")
+    code, reason = payload
+    return int(code), str(reason)
+
+
+def _subprotocols(headers: Headers) -> tuple[str, ...]:
     found: list[str] = []
     for name, value in headers:
         if name == b"sec-websocket-protocol":

@@ -60,14 +60,19 @@ from jackrabbit_core import Config, ConfigError, StoreError
 from jackrabbit_core import server as core
 from jackrabbit_core.actions import (
     CloseTransport,
+    FindKey,
     PauseReading,
+    ReadMessages,
     ResumeReading,
     Send,
     WatchFlush,
     WriteBatch,
 )
-from jackrabbit_core.cli import bind_error, open_store, tls_error
-from jackrabbit_core.store import Batch, Store
+from jackrabbit_core.storage import Batch, Store
+from jackrabbit_host.cli import bind_error
+from jackrabbit_host.reads import answer
+from jackrabbit_host.startup import open_store
+from jackrabbit_host.tls import server_context
 
 from .tls import TLSStream
 
@@ -103,25 +108,14 @@ WRITE_SIZE: Final = 256 * 1024
 def serve(config: Config) -> Server:
     """Open the store, load the certificate and listen: a ``Server`` ready for
     ``serve_forever()``. Raises ``ConfigError`` or ``StoreError`` with a one-line message."""
+    context = server_context(config)  # before the store: a bad certificate leaves no --db
     store = open_store(config)
     try:
-        context = _tls_context(config)
         listener = _listen(config)
     except BaseException:
         store.close()
         raise
     return Server(config, store, context, listener)
-
-
-def _tls_context(config: Config) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["http/1.1"])
-    try:
-        context.load_cert_chain(config.chain_cert, config.private_key)
-    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        raise ConfigError(tls_error(config, exc)) from None
-    return context
 
 
 def _listen(config: Config) -> socket.socket:
@@ -224,7 +218,7 @@ class Server:
         self._posted: collections.deque[Callable[[], None]] = collections.deque()
         self._core = core.Server(
             config,
-            store,
+            store.recover(),
             new_id=lambda: uuid.uuid4().bytes,
             clock_ms=lambda: time.time_ns() // 1_000_000,
             now=time.monotonic(),
@@ -559,6 +553,9 @@ class Server:
                         again = True
                 elif isinstance(action, WriteBatch):
                     self._batches.put(action.batch)
+                elif isinstance(action, ReadMessages | FindKey):
+                    answer(self._store, action, core_server, time.monotonic())
+                    again = True
                 elif isinstance(action, CloseTransport):
                     conn = conns.get(action.conn)
                     if conn is not None:

@@ -16,7 +16,14 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_mypy_strict_on_core_and_shells() -> None:
-    result = _run("mypy", "--strict", "jackrabbit_core", "jackrabbit_asyncio", "jackrabbit_threads")
+    result = _run(
+        "mypy",
+        "--strict",
+        "jackrabbit_core",
+        "jackrabbit_asyncio",
+        "jackrabbit_threads",
+        "jackrabbit_host",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

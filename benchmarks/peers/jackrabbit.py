@@ -1,4 +1,5 @@
-"""jackrabbit itself: either shell, started with ``--dev`` certificates on a free port."""
+"""jackrabbit itself: either shell, started with ``--dev`` certificates on a free port, from
+this checkout or from another source tree (an A/B run's exported git ref)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ..procs import LOOPBACK, ServerProcess, free_port
 from .base import Peer
 
 Shell = Literal["asyncio", "threads"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Jackrabbit(Peer):
@@ -23,13 +25,19 @@ class Jackrabbit(Peer):
     need = Need(modules=(("websockets", "websockets>=13"), ("msgpack", "msgpack")))
 
     def __init__(self, shell: Shell, name: str | None = None, driver: str | None = None,
-                 profile_to: Path | None = None) -> None:
+                 profile_to: Path | None = None, root: Path = ROOT) -> None:
         super().__init__()
         self.shell = shell
         self.name = name or f"jackrabbit {shell}"
         if driver:
             self.driver = driver
         self.profile_to = profile_to
+        self.root = root  # the source tree the server runs from
+
+    def fresh(self) -> Jackrabbit:
+        """Another server of the same shell and source, not started (each memory row gets
+        its own, so no row inherits another's freed memory)."""
+        return Jackrabbit(self.shell, self.name, root=self.root)
 
     async def start(self, workdir: Path) -> dict[str, Any]:
         db = workdir / "db"
@@ -43,11 +51,12 @@ class Jackrabbit(Peer):
         else:
             argv = [sys.executable, "-m", module, *flags]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        # The repo root on the path, wherever the benchmark was started from.
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
-                                    else "")
-        self.server = ServerProcess(self.name.replace(" ", "-"), argv, workdir, env)
+        # The server's source tree first on the path, wherever the benchmark was started
+        # from; this checkout next (for benchmarks.profiled).
+        env["PYTHONPATH"] = os.pathsep.join(
+            dict.fromkeys([str(self.root), str(ROOT), *filter(None, [env.get("PYTHONPATH")])]))
+        self.server = ServerProcess(self.name.replace(" ", "-").replace("@", "-at-"), argv,
+                                    workdir, env)
         await self.server.start()
         match = await self.server.wait_for(r"jackrabbit listening on wss://([^\s]+):(\d+)", 60)
         real_port = int(match.group(2))

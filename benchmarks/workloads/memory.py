@@ -1,9 +1,12 @@
 """Workload 5: the server's resident memory (its whole process tree), idle, at its peak while
-workload 2 runs, and with a large backlog of unconsumed 100-byte messages."""
+workloads 1-3 run, and while a large backlog of unconsumed 100-byte messages fills: its peak,
+with half the backlog and with all of it (flat means the second half costs next to
+nothing: RocksDB keeps the messages on disk, not the process)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..fleet import Fleet
@@ -15,17 +18,22 @@ MIB = 1024 * 1024
 
 
 class RssSampler:
-    """Samples a process tree's RSS every ``every`` seconds while in use; keeps the peak."""
+    """Samples a process tree's RSS every ``every`` seconds while in use; keeps the peak and
+    calls ``on_sample`` after each reading."""
 
-    def __init__(self, pid: int, every: float = 0.2) -> None:
+    def __init__(self, pid: int, every: float = 0.2,
+                 on_sample: Callable[[], None] | None = None) -> None:
         self.pid = pid
         self.every = every
         self.peak = 0
+        self.on_sample = on_sample
         self._task: asyncio.Task[None] | None = None
 
     async def _loop(self) -> None:
         while True:
             self.peak = max(self.peak, rss_bytes(self.pid))
+            if self.on_sample is not None:
+                self.on_sample()
             await asyncio.sleep(self.every)
 
     async def __aenter__(self) -> RssSampler:
@@ -44,6 +52,8 @@ class Backlog:
     rss_mib: float
     fill_per_s: float
     notes: tuple[str, ...]
+    half_mib: float | None = None  # RSS when the producers had confirmed half of it
+    peak_mib: float = 0.0  # highest RSS while it filled
 
 
 async def backlog(target: Target, producers: int = 2) -> Backlog:
@@ -66,8 +76,16 @@ async def backlog(target: Target, producers: int = 2) -> Backlog:
             p.send({"type": "go"})
         stop = asyncio.Event()
         watcher = asyncio.create_task(watch(target.progress, "backlog fill", makers, stop, 10))
+        half: list[int] = []
+
+        def at_half() -> None:
+            if not half and sum(p.progress for p in makers) >= plan.w5_backlog // 2:
+                half.append(rss_bytes(target.pid))
+
+        sampler = RssSampler(target.pid, on_sample=at_half)
         try:
-            outs = [await p.result(plan.w5_seconds + 120) for p in makers]
+            async with sampler:
+                outs = [await p.result(plan.w5_seconds + 120) for p in makers]
         finally:
             stop.set()
             await watcher
@@ -76,4 +94,5 @@ async def backlog(target: Target, producers: int = 2) -> Backlog:
     if total < each * producers:
         notes.append(f"time-bound: {total:,} of {each * producers:,} in {plan.w5_seconds:.0f} s")
     await asyncio.sleep(2)  # let the server settle (flushes, compactions)
-    return Backlog(total, rss_bytes(target.pid) / MIB, rate(total, seconds), tuple(notes))
+    return Backlog(total, rss_bytes(target.pid) / MIB, rate(total, seconds), tuple(notes),
+                   half[0] / MIB if half else None, sampler.peak / MIB)

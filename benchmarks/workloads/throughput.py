@@ -4,6 +4,11 @@ Figures: confirmed adds/s (all producers' confirmations over the time from the f
 the last confirmation) and end-to-end delivered+acked msg/s (the consumer's deliveries over
 the time from the first send to the last delivery; it acks cumulatively every
 ``plan.ack_every`` messages and whenever the stream pauses for 2 ms).
+
+CPU: the server's whole process tree from ``/proc`` just before the producers start and
+just after the consumer's result, and each agent's own from ``go`` to its result; each
+divided by the messages delivered. The server's figure does not depend on how fast the
+Python load generators are, so it is the steadiest figure of a run on a shared machine.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 from dataclasses import dataclass
 
 from ..fleet import Fleet
+from ..procs import cpu_seconds
 from ..stats import rate
 from .common import Target, watch
 
@@ -24,6 +30,9 @@ class Throughput:
     delivered: int
     seconds: float
     notes: tuple[str, ...]
+    cpu_server_s: float = 0.0
+    cpu_producers_s: float = 0.0
+    cpu_consumer_s: float = 0.0
 
 
 async def run(target: Target, label: str, producers: int, size: int, count_each: int,
@@ -45,8 +54,9 @@ async def run(target: Target, label: str, producers: int, size: int, count_each:
         # all start at once; producers send only after "go", once everyone is connected
         for agent in (consumer, *makers):
             await agent.wait_ready(60)
-        for p in makers:
-            p.send({"type": "go"})
+        server_cpu0 = cpu_seconds(target.pid)
+        for agent in (consumer, *makers):
+            agent.send({"type": "go"})
         stop = asyncio.Event()
         watcher = asyncio.create_task(watch(target.progress, label, [*makers, consumer], stop))
         try:
@@ -54,6 +64,7 @@ async def run(target: Target, label: str, producers: int, size: int, count_each:
             confirmed = sum(o["confirmed"] for o in outs)
             consumer.send({"type": "expect", "n": confirmed, "idle": plan.idle_end})
             got = await consumer.result(plan.idle_end + 90)
+            server_cpu = cpu_seconds(target.pid) - server_cpu0
         finally:
             stop.set()
             await watcher
@@ -78,4 +89,7 @@ async def run(target: Target, label: str, producers: int, size: int, count_each:
         delivered=got["count"],
         seconds=e2e_seconds,
         notes=tuple(notes),
+        cpu_server_s=server_cpu,
+        cpu_producers_s=sum(float(o.get("cpu_s", 0.0)) for o in outs),
+        cpu_consumer_s=float(got.get("cpu_s", 0.0)),
     )

@@ -1,11 +1,20 @@
-"""The benchmark's arithmetic: percentiles, medians, rates, payload stamps."""
+"""The benchmark's arithmetic: percentiles, medians, spreads, paired rounds, rates,
+payload stamps."""
 
 from __future__ import annotations
 
 import pytest
 
 from benchmarks import payload
-from benchmarks.stats import median, percentile, rate, summarize_latencies
+from benchmarks.stats import (
+    median,
+    paired,
+    per_message_us,
+    percentile,
+    rate,
+    spread,
+    summarize_latencies,
+)
 
 
 def test_percentile_nearest_rank() -> None:
@@ -36,6 +45,32 @@ def test_median_even_and_odd() -> None:
 def test_rate_guards_zero_time() -> None:
     assert rate(10, 2) == 5
     assert rate(10, 0) == 0
+
+
+def test_cpu_per_message_in_microseconds() -> None:
+    assert per_message_us(0.5, 10_000) == pytest.approx(50.0)
+    assert per_message_us(0.5, 0) is None
+
+
+def test_spread_is_median_and_extremes_not_the_best_run() -> None:
+    sp = spread([22_147, 14_800, 13_800])
+    assert (sp.n, sp.median, sp.low, sp.high) == (3, 14_800, 13_800, 22_147)
+    assert sp.relative == pytest.approx((22_147 - 13_800) / 14_800)
+    assert spread([7.0]).relative == 0
+    with pytest.raises(ValueError):
+        spread([])
+
+
+def test_paired_ratios_use_common_rounds_only() -> None:
+    a = {0: 110.0, 1: 90.0, 2: 120.0, 3: 50.0}
+    b = {0: 100.0, 1: 100.0, 2: 100.0}  # round 3 failed for b
+    got = paired(a, b)
+    assert got is not None
+    assert got.ratios == pytest.approx((1.1, 0.9, 1.2))
+    assert got.spread.median == pytest.approx(1.1)
+    assert got.a_higher == 2
+    assert paired(a, {}) is None
+    assert paired({0: 1.0}, {0: 0.0}) is None  # no ratio to a zero
 
 
 def test_latency_summary_in_ms() -> None:

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from jackrabbit_core.cli import AddCommand, Serve, TakeCommand, parse_command, ready_line
-from jackrabbit_core.config import Config, parse_args
+from jackrabbit_core.config import Config
+from jackrabbit_core.envelope import DEFAULT_PREFETCH, MAX_PREFETCH
 from jackrabbit_core.exceptions import ConfigError
 from jackrabbit_core.routes import queue_for
+from jackrabbit_host.cli import (
+    DEV_URL,
+    AddCommand,
+    Serve,
+    TakeCommand,
+    dev_banner,
+    parse_command,
+    program_name,
+    ready_line,
+)
+from jackrabbit_host.options import parse_args
 
 
 def test_defaults_match_the_contract() -> None:
@@ -63,6 +76,46 @@ def test_commands() -> None:
     assert isinstance(take, TakeCommand) and take.count == 3
     with pytest.raises(ConfigError):
         parse_command(["add", "--queue", "bad name"], "x")
+
+
+def test_take_prefetch_defaults_to_the_servers() -> None:
+    take = parse_command(["take"], "x")
+    assert isinstance(take, TakeCommand) and take.prefetch == DEFAULT_PREFETCH == 1000
+    assert parse_command(["take", "--prefetch", "7"], "x") == TakeCommand(
+        DEV_URL, None, take.ca, 7, None
+    )
+    for bad in ("0", str(MAX_PREFETCH + 1), "many"):
+        with pytest.raises(ConfigError, match="prefetch"):
+            parse_command(["take", "--prefetch", bad], "x")
+
+
+def test_url_and_queue_are_checked_before_connecting() -> None:
+    add = parse_command(["add", "--url", "wss://h/queues/jobs", "m"], "x")
+    assert isinstance(add, AddCommand) and (add.url, add.queue) == ("wss://h/queues/jobs", None)
+    with pytest.raises(ConfigError, match="conflicts"):
+        parse_command(["add", "--url", "wss://h/queues/jobs", "--queue", "other", "m"], "x")
+    with pytest.raises(ConfigError, match="speaks only TLS"):
+        parse_command(["take", "--url", "ws://h"], "x")
+
+
+@pytest.mark.parametrize(
+    ("argv0", "name"),
+    [
+        ("/work/.venv/lib/python3.11/site-packages/jackrabbit_asyncio/__main__.py", "python -m m"),
+        ("/work/.venv/bin/jackrabbit", "jackrabbit"),
+        ("jackrabbit", "jackrabbit"),
+    ],
+)
+def test_program_name(argv0: str, name: str) -> None:
+    assert program_name(argv0, "m") == name
+
+
+def test_dev_banner_shows_the_absolute_ca_path() -> None:
+    banner = dev_banner(parse_args(["--dev", "--db", "rel"]), 8443, "jackrabbit").splitlines()
+    ca = os.path.abspath("rel/dev-certs/ca.pem")
+    assert banner[0] == f"dev CA certificate: {ca}"
+    assert banner[1] == f"try: jackrabbit add --url wss://127.0.0.1:8443 --ca {ca} hello"
+    assert banner[2] == f"     jackrabbit take --url wss://127.0.0.1:8443 --ca {ca}"
 
 
 def test_ready_line() -> None:

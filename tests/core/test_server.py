@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 
 import msgpack
 import pytest
@@ -19,14 +18,17 @@ from jackrabbit_core.client import (
     Subscribed,
 )
 from jackrabbit_core.connection import binary_frame
-from jackrabbit_core.server import MAX_SCRAPES, RETRY_FIRST, RETRY_MAX
+from jackrabbit_core.front import MAX_SCRAPES
+from jackrabbit_core.journal import RETRY_FIRST, RETRY_MAX
+from jackrabbit_core.voices import V1
 
+from .memstore import MemoryStore
 from .world import Peer, World
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    w = World(str(tmp_path / "db"))
+def world() -> Iterator[World]:
+    w = World()
     yield w
     w.close()
 
@@ -45,8 +47,8 @@ def add(world: World, peer: Peer, data: bytes, key: str | None = None) -> Added:
     return event
 
 
-def test_adds_are_numbered_from_one_and_confirmed_after_the_batch(tmp_path: Path) -> None:
-    world = World(str(tmp_path / "db"), auto_write=False)
+def test_adds_are_numbered_from_one_and_confirmed_after_the_batch() -> None:
+    world = World(auto_write=False)
     producer = opened(world)
     producer.protocol.add(b"a")
     producer.protocol.add(b"b")
@@ -58,8 +60,8 @@ def test_adds_are_numbered_from_one_and_confirmed_after_the_batch(tmp_path: Path
     world.close()
 
 
-def test_group_commit_one_batch_in_flight_the_next_fills(tmp_path: Path) -> None:
-    world = World(str(tmp_path / "db"), auto_write=False)
+def test_group_commit_one_batch_in_flight_the_next_fills() -> None:
+    world = World(auto_write=False)
     producer = opened(world)
     producer.protocol.add(b"1")
     world.flush(producer)
@@ -69,7 +71,7 @@ def test_group_commit_one_batch_in_flight_the_next_fills(tmp_path: Path) -> None
     world.flush(producer)
     assert len(world.held) == 1  # the next batch waits for the first to be durable
     world.release()
-    assert len(world.held) == 1 and world.held[0].messages == 5
+    assert len(world.held) == 1 and len(world.held[0].messages) == 5
     world.release()
     assert [e.seq for e in world.take_events(producer) if isinstance(e, Added)] == list(range(1, 7))
     world.close()
@@ -106,8 +108,8 @@ def test_delivery_ack_and_failover_redelivers_in_order(world: World) -> None:
     assert isinstance(fresh, Delivery) and (fresh.seq, fresh.redelivered) == (5, False)
 
 
-def test_idempotent_key_in_flight_and_after_restart(tmp_path: Path) -> None:
-    db = str(tmp_path / "db")
+def test_idempotent_key_in_flight_and_after_restart() -> None:
+    db = MemoryStore()
     world = World(db)
     producer = opened(world)
     first = add(world, producer, b"x", key="k1")
@@ -122,8 +124,8 @@ def test_idempotent_key_in_flight_and_after_restart(tmp_path: Path) -> None:
     world.close()
 
 
-def test_epoch_and_cursor_survive_restart(tmp_path: Path) -> None:
-    db = str(tmp_path / "db")
+def test_epoch_and_cursor_survive_restart() -> None:
+    db = MemoryStore()
     world = World(db)
     producer, consumer = opened(world), opened(world)
     for i in range(3):
@@ -199,11 +201,11 @@ def _frames(raw: bytes) -> list[bytes]:
     return out
 
 
-def test_original_deliveries_count_as_acked_only_once_written(tmp_path: Path) -> None:
+def test_original_deliveries_count_as_acked_only_once_written() -> None:
     """Issue 9.5: an original consumer's deliveries are acked when the shell reports their
     bytes written to the socket, not when they are handed to it; a failover redelivers
     whatever was still in the server's buffer."""
-    world = World(str(tmp_path / "db"), auto_flush=False)
+    world = World(auto_flush=False)
     producer = opened(world)
     main = original_consumer(world)
     spare = opened(world)
@@ -222,8 +224,8 @@ def test_original_deliveries_count_as_acked_only_once_written(tmp_path: Path) ->
     world.close()
 
 
-def test_original_deliveries_are_bounded_by_prefetch_until_written(tmp_path: Path) -> None:
-    world = World(str(tmp_path / "db"), auto_flush=False)
+def test_original_deliveries_are_bounded_by_prefetch_until_written() -> None:
+    world = World(auto_flush=False)
     producer = opened(world)
     for i in range(1200):
         producer.protocol._send({"command": "add", "data": b"%d" % i})
@@ -297,8 +299,8 @@ def test_handover_switches_without_redelivery(world: World) -> None:
     assert [(d.seq, d.redelivered) for d in events[1:] if isinstance(d, Delivery)] == [(2, False)]
 
 
-def test_text_frame_closes_1003_and_oversize_1009(tmp_path: Path) -> None:
-    world = World(str(tmp_path / "db"), max_message_bytes=64)
+def test_text_frame_closes_1003_and_oversize_1009() -> None:
+    world = World(max_message_bytes=64)
     text_peer, big_peer = opened(world), opened(world)
     from wsproto.events import BytesMessage, TextMessage
 
@@ -363,7 +365,7 @@ def test_a_scrape_of_many_queues_is_rendered_a_slice_per_turn(world: World) -> N
     so the other connections are served between slices, and concurrent scrapes share it."""
     producer = opened(world, "/queues/q-0")
     for i in range(2500):
-        world.server._slot(f"q-{i}")
+        world.server._deliveries.take(-1, f"q-{i}", 1, None, V1)  # a queue per name
     scrapers = [world.raw_peer() for _ in range(2)]
     for conn in scrapers:
         assert world.send_raw(conn, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n") == b""
@@ -389,8 +391,8 @@ def test_scrapes_waiting_at_once_are_bounded(world: World) -> None:
     assert replies[-1].startswith(b"HTTP/1.1 503")
 
 
-def test_max_connections_answers_503(tmp_path: Path) -> None:
-    world = World(str(tmp_path / "db"), max_connections=1)
+def test_max_connections_answers_503() -> None:
+    world = World(max_connections=1)
     first = world.raw_peer()
     second = world.raw_peer()
     reply = world.send_raw(second, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -417,8 +419,8 @@ def test_shutdown_closes_clients_with_1001(world: World) -> None:
     assert isinstance(event, Closed) and event.code == 1001
 
 
-def test_producer_backpressure_pauses_and_resumes_reading(tmp_path: Path) -> None:
-    world = World(str(tmp_path / "db"), auto_write=False, max_pending_adds=4)
+def test_producer_backpressure_pauses_and_resumes_reading() -> None:
+    world = World(auto_write=False, max_pending_adds=4)
     producer = opened(world)
     for i in range(5):
         producer.protocol.add(b"%d" % i)
@@ -439,8 +441,8 @@ def test_a_producer_that_does_not_read_is_not_read_either(world: World) -> None:
     assert not producer.paused
 
 
-def test_a_failed_write_refuses_its_adds_and_serving_goes_on(tmp_path: Path) -> None:
-    world = World(str(tmp_path / "db"), auto_write=False)
+def test_a_failed_write_refuses_its_adds_and_serving_goes_on() -> None:
+    world = World(auto_write=False)
     producer = opened(world)
     producer.protocol.add(b"lost")
     world.flush(producer)
@@ -459,10 +461,10 @@ def test_a_failed_write_refuses_its_adds_and_serving_goes_on(tmp_path: Path) -> 
     world.close()
 
 
-def test_a_failing_disk_is_retried_with_back_off_not_in_a_loop(tmp_path: Path) -> None:
+def test_a_failing_disk_is_retried_with_back_off_not_in_a_loop() -> None:
     """A standby promoted while the disk is full needs its epoch written: the write is
     retried after 0.05 s, 0.1 s, 0.2 s ... up to 2 s, not as fast as it fails (issue 9.6)."""
-    world = World(str(tmp_path / "db"), auto_write=False, heartbeat=60.0)
+    world = World(auto_write=False, heartbeat=60.0)
     consumer = opened(world)
     consumer.protocol.take()
     world.flush(consumer)

@@ -1,6 +1,7 @@
-"""Drive a core ``Server`` against in-memory client peers: no sockets, a fake clock, a real
-RocksDB store in a temp folder. The shell's job is done by hand here, step by step, so a test
-can hold a batch back (to see that nothing is confirmed before it is durable) or tick time."""
+"""Drive a core ``Server`` against in-memory client peers: no sockets, a fake clock, and an
+in-memory store that implements the core's ``Store`` interface. The shell's job is done by
+hand here, step by step, so a test can hold a batch or a read back (to see that nothing is
+confirmed before it is durable, or delivered before it is read) or tick time."""
 
 from __future__ import annotations
 
@@ -13,16 +14,20 @@ import msgpack
 from jackrabbit_core import (
     CloseTransport,
     Config,
+    FindKey,
     PauseReading,
+    ReadMessages,
     ResumeReading,
     Send,
     Server,
-    Store,
+    StoreError,
     WatchFlush,
     WriteBatch,
 )
 from jackrabbit_core.client import ClientEvent, ClientProtocol
-from jackrabbit_core.store import Batch
+from jackrabbit_core.storage import Batch
+
+from .memstore import MemoryStore
 
 
 @dataclass
@@ -41,16 +46,22 @@ class World:
     """A server, its store and its peers, advanced explicitly."""
 
     def __init__(
-        self, db: str, *, auto_write: bool = True, auto_flush: bool = True, **config: Any
+        self,
+        store: MemoryStore | None = None,
+        *,
+        auto_write: bool = True,
+        auto_flush: bool = True,
+        auto_read: bool = True,
+        **config: Any,
     ) -> None:
-        self.config = Config(db=db, **config)
-        self.store = Store.open(db, fsync=False)
+        self.config = Config(**config)
+        self.store = MemoryStore() if store is None else store
         self.now = 1000.0
         self._ids = itertools.count(1)
         self._ms = itertools.count(1_700_000_000_000)
         self.server = Server(
             self.config,
-            self.store,
+            self.store.recover(),
             new_id=lambda: next(self._ids).to_bytes(16, "big"),
             clock_ms=lambda: next(self._ms),
             now=self.now,
@@ -58,6 +69,9 @@ class World:
         self.peers: dict[int, Peer] = {}
         self.auto_write = auto_write
         self.held: list[Batch] = []
+        #: Answer reads at once; else collect them here for ``answer_reads``.
+        self.auto_read = auto_read
+        self.reads: list[ReadMessages | FindKey] = []
         #: Report every ``WatchFlush`` at once, all bytes written; else collect them here.
         self.auto_flush = auto_flush
         self.watched: set[int] = set()
@@ -94,6 +108,11 @@ class World:
                         self.server.flushed(peer.conn, len(peer.raw), self.now)
                     elif peer is not None:
                         self.watched.add(peer.conn)
+                elif isinstance(action, ReadMessages | FindKey):
+                    if self.auto_read:
+                        self._answer(action)
+                    else:
+                        self.reads.append(action)
                 elif isinstance(action, WriteBatch):
                     if self.auto_write:
                         self.store.write(action.batch)
@@ -106,6 +125,24 @@ class World:
         self.watched.discard(peer.conn)
         self.server.flushed(peer.conn, len(peer.raw) if sent is None else sent, self.now)
         self.run()
+
+    def _answer(self, read: ReadMessages | FindKey) -> None:
+        try:
+            if isinstance(read, ReadMessages):
+                found = self.store.read(read.queue, read.first, read.limit, read.max_bytes)
+            else:
+                message = self.store.find_key(read.queue, read.key)
+                found = [] if message is None else [message]
+        except StoreError as exc:
+            self.server.read_failed(read.ticket, str(exc), self.now)
+        else:
+            self.server.read_done(read.ticket, found, self.now)
+
+    def answer_reads(self) -> None:
+        """Answer the reads held back (``auto_read=False``), in order."""
+        while self.reads:
+            self._answer(self.reads.pop(0))
+            self.run()
 
     def release(self) -> None:
         """Write the batch held back (``auto_write=False``) and report it durable."""

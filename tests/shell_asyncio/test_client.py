@@ -10,7 +10,7 @@ import pytest
 
 from jackrabbit_asyncio import Client, ClientError, ConnectionLost, Message
 from jackrabbit_asyncio.commands import run_add, run_take
-from jackrabbit_core.cli import AddCommand, TakeCommand
+from jackrabbit_host.cli import AddCommand, TakeCommand
 
 from .conftest import Certs, eventually, run, running
 

@@ -1,27 +1,15 @@
-"""The durable log: every queue's messages, cursor and epoch, kept in one RocksDB directory.
+"""The embedded store: every queue's messages, cursor and epoch in one RocksDB directory.
 
-This is the only module that imports ``rocksdict``. Everything above it sees plain values
-(``StoredMessage``, ``QueueRecord``) and one exception, ``StoreError``.
-
-Group commit
-------------
-The core never calls :meth:`Store.write` itself: side effects are data. While it handles
-requests it fills a :class:`Batch` (messages, idempotency keys, cursors, epochs) and hands it to
-the shell as "persist this". The shell's single writer thread calls ``Store.write(batch)`` and,
-once it returns, tells the core "persisted" (or "failed" with the ``StoreError``); only then does
-the core confirm the adds to producers and deliver the messages. While one batch is being
-written and fsynced, the next one fills: that is the whole group-commit mechanism.
-
-Reads (:meth:`Store.read`, :meth:`Store.get`, :meth:`Store.lookup_key`) may run on another
-thread at the same time as a write, and see a batch whole or not at all. They can see a batch
-that ``write`` has applied but not yet synced, so the core must deliver only what it has been
-told is persisted.
+``RocksStore`` implements the core's ``jackrabbit_core.storage.Store`` interface; it is the only
+module that imports ``rocksdict``. Both shells use it the same way: ``write`` on their single
+writer thread (the next batch fills while one is fsynced: group commit), reads wherever the
+core asks for them; a RocksDB read takes microseconds, so a shell answers it at once.
 
 Durability
 ----------
 With ``fsync=True`` a batch is written to the write-ahead log without sync and then
 ``flush_wal(True)`` syncs the log before ``write`` returns. A synced write holds the GIL through
-the fsync (``STYLE.md``, "Practical notes"): measured here, a CPU-bound thread kept about half its
+the fsync: measured here, a CPU-bound thread kept about half its
 speed next to a writer thread doing synced writes, and 90-100% with write + ``flush_wal``. The
 price is that after each fsync the writer waits for the GIL, up to the interpreter's switch
 interval (5 ms) when another thread is busy: about 160 batches/s then, 600 with
@@ -50,14 +38,13 @@ key                                      value
 =======================================  ===============================================
 
 Messages are never deleted, so any range of a queue can be read back (for replay); reads seek
-to a key and iterate, and :meth:`Store.recover` finds a queue's last seq with one reverse seek,
+to a key and iterate, and :meth:`RocksStore.recover` finds a queue's last seq with one reverse seek,
 so neither depends on how many messages a queue holds.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Final
 
 from rocksdict import (
@@ -71,10 +58,11 @@ from rocksdict import (
     WriteOptions,
 )
 
-from .exceptions import InvalidState, StoreError
-from .records import StoredMessage
+from jackrabbit_core.exceptions import InvalidState, StoreError
+from jackrabbit_core.records import StoredMessage
+from jackrabbit_core.storage import Batch, QueueRecord
 
-__all__ = ["Batch", "QueueRecord", "Store"]
+__all__ = ["RocksStore"]
 
 _MIB: Final = 1024 * 1024
 
@@ -92,19 +80,6 @@ _ID_LEN: Final = 16
 _HEADER_LEN: Final = _ID_LEN + 8
 _MAX_U64: Final = (1 << 64) - 1
 _LAST_SEQ_BYTES: Final = _MAX_U64.to_bytes(8, "big")
-
-
-@dataclass(frozen=True, slots=True)
-class QueueRecord:
-    """What the store knows about one queue at start-up (see :meth:`Store.recover`)."""
-
-    name: str
-    #: The highest stored seq of the queue, 0 if it holds no message.
-    last_seq: int
-    #: The cursor: every seq <= acked is acknowledged (0 if never set).
-    acked: int
-    #: The queue's epoch, 0 if never set.
-    epoch: int
 
 
 def _name(queue: str) -> bytes:
@@ -149,78 +124,6 @@ def _one_line(exc: BaseException) -> str:
     """An exception's text on one line, for messages a user reads in a terminal or a log."""
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
-
-
-class Batch:
-    """Writes to make durable together.
-
-    Pure data: the core builds it on the event loop, the shell's writer thread writes it with
-    :meth:`Store.write`. Keys and values are encoded as they are added, so the writer thread
-    only copies bytes into RocksDB. Messages and idempotency keys are kept in the order added;
-    cursors and epochs keep the last value set per queue.
-    """
-
-    __slots__ = ("_messages", "_meta", "_nbytes", "_puts")
-
-    def __init__(self) -> None:
-        #: Message and idempotency-key entries, in the order added.
-        self._puts: list[tuple[bytes, bytes]] = []
-        #: Cursor, epoch and queue-registry entries: one per key, the last set wins.
-        self._meta: dict[bytes, bytes] = {}
-        self._messages = 0
-        self._nbytes = 0
-
-    def _set_meta(self, key: bytes, value: bytes) -> None:
-        if key not in self._meta:
-            self._nbytes += len(key) + len(value)
-        self._meta[key] = value
-
-    def add_message(self, queue: str, message: StoredMessage, key: str | None = None) -> None:
-        """Store ``message`` in ``queue``; with ``key``, also index it under that key.
-
-        The index maps the idempotency key to ``message.seq`` (see :meth:`Store.lookup_key`).
-        """
-        name = _name(queue)
-        entry_key = _MESSAGE + name + _SEP + _u64(message.seq, "seq")
-        value = _message_value(message)
-        self._puts.append((entry_key, value))
-        self._nbytes += len(entry_key) + len(value)
-        if key is not None:
-            index_key = _KEY + name + _SEP + key.encode()
-            self._puts.append((index_key, entry_key[-8:]))
-            self._nbytes += len(index_key) + 8
-        self._set_meta(_QUEUE + name, b"")
-        self._messages += 1
-
-    def set_cursor(self, queue: str, acked: int) -> None:
-        """Record that every seq <= ``acked`` of ``queue`` is acknowledged (last call wins)."""
-        name = _name(queue)
-        self._set_meta(_CURSOR + name, _u64(acked, "acked"))
-        self._set_meta(_QUEUE + name, b"")
-
-    def set_epoch(self, queue: str, epoch: int) -> None:
-        """Record the epoch of ``queue`` (last call wins)."""
-        name = _name(queue)
-        self._set_meta(_EPOCH + name, _u64(epoch, "epoch"))
-        self._set_meta(_QUEUE + name, b"")
-
-    @property
-    def messages(self) -> int:
-        """How many messages were added."""
-        return self._messages
-
-    @property
-    def nbytes(self) -> int:
-        """Approximate bytes of keys and values, for the shell's batch-size limits."""
-        return self._nbytes
-
-    def __bool__(self) -> bool:
-        """Whether there is anything to write at all."""
-        return bool(self._puts or self._meta)
-
-    def __repr__(self) -> str:
-        entries = len(self._puts) + len(self._meta)
-        return f"<Batch messages={self._messages} entries={entries} nbytes={self._nbytes}>"
 
 
 def _options() -> Options:
@@ -276,7 +179,21 @@ def _open_error(path: str, exc: BaseException) -> StoreError:
     return StoreError(f"cannot open the store at {path!r}: {reason}")
 
 
-class Store:
+def make_private_dir(path: str) -> None:
+    """Make directory ``path`` (and its parents) unless it exists; a new one is 0700.
+
+    Messages are stored in the clear, so only their user may enter the directory, whatever
+    the umask (``makedirs`` filters its mode through it, hence the ``chmod``). The files
+    RocksDB creates in it get their mode from the umask, which the server programs set to 077
+    (``jackrabbit_host.files``). An existing directory keeps the mode its owner gave it.
+    """
+    if os.path.isdir(path):
+        return
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+class RocksStore:
     """One RocksDB directory holding every queue (see the module docstring for the layout).
 
     Open it with :meth:`open`. :meth:`write` is for the shell's writer thread; the read methods
@@ -293,15 +210,16 @@ class Store:
         self._write_options = WriteOptions()  # sync stays False: see write()
 
     @classmethod
-    def open(cls, path: str, *, fsync: bool) -> Store:
+    def open(cls, path: str, *, fsync: bool) -> RocksStore:
         """Open (creating if needed) the store in directory ``path``.
 
         With ``fsync`` every :meth:`write` is durable on return. Raises ``StoreError`` with a
         one-line message when the directory cannot be created or written, is locked by another
-        process (or already open in this one), holds a corrupt database, or is a file.
+        process (or already open in this one), holds a corrupt database, or is a file. The
+        directory, if it makes it, is private to the user (0700; see ``make_private_dir``).
         """
         try:
-            os.makedirs(path, exist_ok=True)
+            make_private_dir(path)
         except FileExistsError:
             raise StoreError(
                 f"cannot open the store at {path!r}: it is a file, not a directory"
@@ -381,32 +299,23 @@ class Store:
             raise self._failure("recover from", exc) from exc
         return records
 
-    def read(
-        self, queue: str, first_seq: int, limit: int, max_bytes: int = 8 * _MIB
-    ) -> list[StoredMessage]:
-        """Consecutive stored messages of ``queue`` from ``first_seq`` on.
+    def read(self, queue: str, first: int, limit: int, max_bytes: int) -> list[StoredMessage]:
+        """Consecutive stored messages of ``queue`` from ``first`` on (``Store.read``).
 
-        At most ``limit`` of them, and it stops once their total ``data`` size reaches
-        ``max_bytes`` (so the total may exceed it by the last message), but it always returns at
-        least one when ``first_seq`` is stored and ``limit`` is positive. The result is
-        ``first_seq, first_seq + 1, ...`` with no gap: it ends before the first seq that is not
-        stored, and it is empty when ``first_seq`` is not stored (seqs start at 1). Only the
-        messages returned are loaded, however long the queue.
+        Only the messages returned are loaded, however long the queue.
         """
-        if limit <= 0 or not 1 <= first_seq <= _MAX_U64:
+        if limit <= 0 or not 1 <= first <= _MAX_U64:
             return []
         name = _name(queue)
         prefix = _MESSAGE + name + _SEP
         db = self._live()
         out: list[StoredMessage] = []
-        expected = first_seq
+        expected = first
         total = 0
         try:
             bounds = ReadOptions()
             bounds.set_iterate_upper_bound(_MESSAGE + name + _SEP_END)
-            for key, value in db.items(
-                from_key=prefix + first_seq.to_bytes(8, "big"), read_opt=bounds
-            ):
+            for key, value in db.items(from_key=prefix + first.to_bytes(8, "big"), read_opt=bounds):
                 if not (isinstance(key, bytes) and isinstance(value, bytes)):
                     raise StoreError("unexpected non-bytes entry in the store")
                 seq = int.from_bytes(key[len(prefix) :], "big")
@@ -424,31 +333,23 @@ class Store:
             raise self._failure("read", exc) from exc
         return out
 
-    def get(self, queue: str, seq: int) -> StoredMessage | None:
-        """The message stored at ``seq`` in ``queue``, or None."""
-        if not 0 <= seq <= _MAX_U64:
-            return None
-        key = _MESSAGE + _name(queue) + _SEP + seq.to_bytes(8, "big")
+    def find_key(self, queue: str, key: str) -> StoredMessage | None:
+        """The message stored under idempotency ``key`` in ``queue``, or None
+        (``Store.find_key``): the key's index entry, then the message it names."""
+        name = _name(queue)
         db = self._live()
         try:
-            value = self._get(db, key)
+            seq = self._get(db, _KEY + name + _SEP + key.encode())
+            if seq is None:
+                return None
+            value = self._get(db, _MESSAGE + name + _SEP + seq)
         except StoreError:
             raise
         except Exception as exc:
             raise self._failure("read", exc) from exc
-        return None if value is None else _decode_message(seq, value)
-
-    def lookup_key(self, queue: str, key: str) -> int | None:
-        """The seq stored under idempotency ``key`` in ``queue``, or None if the key is new."""
-        index_key = _KEY + _name(queue) + _SEP + key.encode()
-        db = self._live()
-        try:
-            value = self._get(db, index_key)
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise self._failure("read", exc) from exc
-        return None if value is None else _decode_u64(value, "idempotency key")
+        if value is None:
+            raise StoreError(f"idempotency key {key!r} of queue {queue!r} names a missing message")
+        return _decode_message(_decode_u64(seq, "idempotency key"), value)
 
     def write(self, batch: Batch) -> None:
         """Write ``batch`` atomically; with ``fsync`` it is durable when this returns.
@@ -463,13 +364,26 @@ class Store:
         db = self._live()
         wb = WriteBatch(raw_mode=True)  # a WriteBatch is consumed by one write: one per call
         put = wb.put
-        for key, value in batch._puts:
-            put(key, value)
-        for key, value in batch._meta.items():
-            put(key, value)
+        registry: dict[str, bytes] = {}
+        for queue, message, key in batch.messages:
+            name = registry.get(queue)
+            if name is None:
+                name = registry[queue] = _name(queue)
+            seq = _u64(message.seq, "seq")
+            put(_MESSAGE + name + _SEP + seq, _message_value(message))
+            if key is not None:
+                put(_KEY + name + _SEP + key.encode(), seq)
+        for queue, acked in batch.cursors.items():
+            name = registry[queue] = _name(queue)
+            put(_CURSOR + name, _u64(acked, "acked"))
+        for queue, epoch in batch.epochs.items():
+            name = registry[queue] = _name(queue)
+            put(_EPOCH + name, _u64(epoch, "epoch"))
+        for name in registry.values():
+            put(_QUEUE + name, b"")
         try:
             # Unsynced write then flush_wal(sync): the fsync runs without the GIL, so the event
-            # loop thread keeps running while the disk catches up (STYLE.md, "Practical notes").
+            # loop thread keeps running while the disk catches up (see the module docstring).
             db.write(wb, self._write_options)
             if self._fsync:
                 db.flush_wal(True)

@@ -12,7 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .exceptions import ConfigError
+from jackrabbit_core.exceptions import ConfigError
+
+from .rocks import make_private_dir
 
 DEV_NAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -37,22 +39,33 @@ def dev_paths(db: str) -> DevPaths:
 
 
 def ensure_dev_certificates(db: str) -> DevPaths:
-    """Make the dev CA and server certificate unless they already exist; return their paths."""
-    paths = dev_paths(db)
-    if all(os.path.exists(p) for p in (paths.ca, paths.chain, paths.key)):
-        return paths
-    import trustme  # only --dev pays for loading it (about 8 MB and 0.2 s)
+    """Make the dev CA and server certificate unless they already exist; return their paths.
 
+    They go first into a new database directory, which is then made 0700 as the store would
+    make it. Their folder is 0700 and the private key 0600 from the moment they exist,
+    whatever the umask (an existing folder and key are tightened too).
+    """
+    paths = dev_paths(db)
+    folder = os.path.dirname(paths.key)
     try:
-        os.makedirs(os.path.dirname(paths.ca), exist_ok=True)
+        make_private_dir(db)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)  # makedirs' mode is filtered by the umask
+        if all(os.path.exists(p) for p in (paths.ca, paths.chain, paths.key)):
+            os.chmod(paths.key, 0o600)
+            return paths
+        import trustme  # only --dev pays for loading it (about 8 MB and 0.2 s)
+
         ca = trustme.CA(organization_name="jackrabbit dev CA")
         server = ca.issue_cert(*DEV_NAMES)
         ca.cert_pem.write_to_path(paths.ca)
-        server.private_key_pem.write_to_path(paths.key)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        with os.fdopen(os.open(paths.key, flags, 0o600), "wb") as key:
+            os.fchmod(key.fileno(), 0o600)  # an older key file keeps its mode on O_TRUNC
+            key.write(server.private_key_pem.bytes())
         with open(paths.chain, "wb") as chain:
             for blob in server.cert_chain_pems:
                 chain.write(blob.bytes())
-        os.chmod(paths.key, 0o600)
     except OSError as exc:
         raise ConfigError(f"cannot write dev certificates under {db!r}: {exc.strerror}") from None
     return paths

@@ -1,0 +1,124 @@
+"""Group commit: the batch being filled and the one being written (protocol §7.1).
+
+Every write the core asks of the store goes through here: appended messages, cursors and
+epochs. At most one batch is out with the shell at a time; while it is written and fsynced,
+the next one fills, so many adds share one fsync. Batches are numbered, so whoever waits on one
+(a confirmation, an epoch to announce) can tell which write it waits for.
+
+After a failed write the next one waits ``RETRY_FIRST`` seconds, doubling per failure up to
+``RETRY_MAX``: a full disk is retried, and logged, at a bounded rate rather than in a loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from .exceptions import InvalidState
+from .records import StoredMessage
+from .storage import Batch
+
+__all__ = ["RETRY_FIRST", "RETRY_MAX", "Durable", "Journal"]
+
+#: Seconds before the write after a failed one; doubled per failure up to ``RETRY_MAX``.
+RETRY_FIRST: Final = 0.05
+RETRY_MAX: Final = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Durable:
+    """What a written batch made durable."""
+
+    number: int
+    #: The messages appended, per queue, in seq order.
+    messages: dict[str, list[StoredMessage]]
+    #: The epochs set, per queue.
+    epochs: dict[str, int]
+
+
+class Journal:
+    """The filling batch and the writing batch, and the back-off after a failure."""
+
+    __slots__ = ("_filling", "_number", "_retry_at", "_retry_delay", "_writing")
+
+    def __init__(self, now: float) -> None:
+        self._filling = Batch()
+        #: The number of the filling batch; the writing one, if any, is ``_number - 1``.
+        self._number = 1
+        self._writing: Batch | None = None
+        self._retry_at = now
+        self._retry_delay = 0.0
+
+    @property
+    def filling(self) -> int:
+        """The number of the batch now filling: what a write asked for now will be part of."""
+        return self._number
+
+    @property
+    def idle(self) -> bool:
+        """Nothing is being written or waiting to be."""
+        return self._writing is None and not self._filling
+
+    def append(self, queue: str, message: StoredMessage, key: str | None) -> int:
+        """Append ``message`` to ``queue`` (indexed under ``key``); returns the batch number."""
+        self._filling.add_message(queue, message, key)
+        return self._number
+
+    def set_cursor(self, queue: str, acked: int) -> None:
+        """Persist ``queue``'s acked cursor with the next batch."""
+        self._filling.set_cursor(queue, acked)
+
+    def set_epoch(self, queue: str, epoch: int) -> int:
+        """Persist ``queue``'s epoch with the next batch; returns its number."""
+        self._filling.set_epoch(queue, epoch)
+        return self._number
+
+    def next_batch(self, now: float) -> Batch | None:
+        """The batch to hand to the shell now, if one may go: none is out, the filling one
+        holds something, and any back-off is over."""
+        if self._writing is not None or not self._filling or now < self._retry_at:
+            return None
+        self._writing, self._filling = self._filling, Batch()
+        self._number += 1
+        return self._writing
+
+    def deadline(self) -> float | None:
+        """When a batch held back by the back-off may go."""
+        if self._writing is None and self._filling:
+            return self._retry_at
+        return None
+
+    def written(self) -> Durable:
+        """The batch handed out is durable: what it made durable."""
+        batch = self._take_writing("written")
+        self._retry_delay = 0.0
+        messages: dict[str, list[StoredMessage]] = {}
+        for queue, message, _ in batch.messages:
+            found = messages.get(queue)
+            if found is None:
+                messages[queue] = [message]
+            else:
+                found.append(message)
+        return Durable(self._number - 1, messages, batch.epochs)
+
+    def failed(self, now: float) -> tuple[int, int]:
+        """The batch handed out failed. It and the filling one are void (their seqs would
+        leave a gap); their cursors and epochs go into the next. Returns the two numbers."""
+        failed = self._take_writing("failed")
+        waiting, self._filling = self._filling, Batch()
+        lost = (self._number - 1, self._number)
+        self._number += 1
+        for batch in (failed, waiting):
+            for queue, acked in batch.cursors.items():
+                self._filling.set_cursor(queue, acked)
+            for queue, epoch in batch.epochs.items():
+                self._filling.set_epoch(queue, epoch)
+        self._retry_delay = min(RETRY_MAX, max(RETRY_FIRST, 2 * self._retry_delay))
+        self._retry_at = now + self._retry_delay
+        return lost
+
+    def _take_writing(self, verb: str) -> Batch:
+        batch, self._writing = self._writing, None
+        if batch is None:
+            raise InvalidState(f"batch_{verb}() without a WriteBatch outstanding")
+        return batch
