@@ -31,7 +31,8 @@ log = logging.getLogger("jackrabbit.asyncio")
 SPARE: Final = 16
 #: Connections that may be in the TLS handshake at once.
 MAX_HANDSHAKES: Final = 128
-#: Seconds a connection has to finish the TLS handshake.
+#: Seconds a connection has to finish the TLS handshake (or the whole handshake timeout,
+#: protocol §9, if that is shorter).
 TLS_TIMEOUT: Final = 5.0
 #: Connections accepted per listening socket per turn of the loop.
 ACCEPT_BATCH: Final = 128
@@ -43,12 +44,18 @@ BACKLOG: Final = 1024
 
 def listen(host: str, port: int) -> list[socket.socket]:
     """Non-blocking listening sockets for every address ``host`` resolves to, all on one
-    port (the first one's, when ``port`` is 0). Raises ``OSError``."""
+    port (the first one's, when ``port`` is 0); an address family the host cannot open (IPv6
+    switched off) is skipped. Raises ``OSError``."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     listeners: list[socket.socket] = []
+    unusable: OSError | None = None
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as exc:
+                unusable = exc
+                continue
             listeners.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
@@ -58,6 +65,8 @@ def listen(host: str, port: int) -> list[socket.socket]:
             sock.bind(address)
             sock.listen(BACKLOG)
             sock.setblocking(False)
+        if not listeners:
+            raise unusable or OSError(f"no address to listen on for {host!r}")
     except BaseException:
         for sock in listeners:
             sock.close()
@@ -74,12 +83,15 @@ class Acceptor:
         loop: asyncio.AbstractEventLoop,
         listeners: list[socket.socket],
         new_link: Callable[[socket.socket, float], Link],
+        *,
         capacity: int,
+        tls_timeout: float = TLS_TIMEOUT,
     ) -> None:
         self._loop = loop
         self.listeners = listeners
         self._new_link = new_link
         self._capacity = capacity
+        self._tls_timeout = tls_timeout
         #: Every connection held, in any phase.
         self.links: set[Link] = set()
         #: Those in the TLS handshake, oldest first.
@@ -159,15 +171,15 @@ class Acceptor:
     def _arm(self) -> None:
         if self._timer is None and self._handshakes:
             oldest = next(iter(self._handshakes))
-            self._timer = self._loop.call_at(oldest.accepted_at + TLS_TIMEOUT, self._expire)
+            self._timer = self._loop.call_at(oldest.accepted_at + self._tls_timeout, self._expire)
 
     def _expire(self) -> None:
-        """Drop the handshakes older than ``TLS_TIMEOUT`` (they are in accept order)."""
+        """Drop the handshakes older than the TLS timeout (they are in accept order)."""
         self._timer = None
         now = self._loop.time()
         while self._handshakes:
             oldest = next(iter(self._handshakes))
-            if oldest.accepted_at + TLS_TIMEOUT > now:
+            if oldest.accepted_at + self._tls_timeout > now:
                 break
             self._drop(oldest)
         self._arm()

@@ -60,7 +60,7 @@ from jackrabbit_host.reads import answer
 from jackrabbit_host.startup import open_store
 from jackrabbit_host.tls import server_context
 
-from .acceptor import SPARE, Acceptor, listen
+from .acceptor import SPARE, TLS_TIMEOUT, Acceptor, listen
 from .link import Link, Phase, Shared
 
 __all__ = ["Server", "serve"]
@@ -175,6 +175,7 @@ class Server:
             listeners,
             lambda sock, now: Link(shared, sock, now),
             capacity=config.max_connections + SPARE,
+            tls_timeout=min(TLS_TIMEOUT, config.handshake_timeout),
         )
         self._acceptor.start()
         self._flush()  # arms the timer (the heartbeat sweep)
