@@ -61,6 +61,7 @@ from .connection import (
 )
 from .deliveries import Deliveries
 from .envelope import Dialect
+from .frames import Unmasker
 from .front import Admit, Authenticator, FrontDoor, Refusal, Reply
 from .journal import Journal
 from .metrics import Counters
@@ -103,8 +104,10 @@ class Server:
         clock_ms: Callable[[], int],
         now: float,
         authenticate: Authenticator | None = None,
+        unmasker: Unmasker | None = None,
     ) -> None:
         self.config = config
+        self._unmasker = unmasker
         self.counters = counters = Counters()
         self._now = now
         records = list(records)
@@ -152,7 +155,7 @@ class Server:
         conn_id = self._next_conn
         self._next_conn += 1
         self._conns[conn_id] = Connection(
-            conn_id, now, max_message_bytes=self.config.max_message_bytes
+            conn_id, now, max_message_bytes=self.config.max_message_bytes, unmasker=self._unmasker
         )
         self.counters.connections += 1
         return conn_id

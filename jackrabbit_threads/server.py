@@ -51,7 +51,6 @@ import socket
 import ssl
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Final
@@ -71,7 +70,7 @@ from jackrabbit_core.actions import (
 from jackrabbit_core.storage import Batch, Store
 from jackrabbit_host.cli import bind_error
 from jackrabbit_host.reads import answer
-from jackrabbit_host.startup import open_store
+from jackrabbit_host.startup import core_server, open_store
 from jackrabbit_host.tls import server_context
 
 from .tls import TLSStream
@@ -216,13 +215,7 @@ class Server:
         self._lock = threading.Lock()
         #: Core calls posted by threads that do not wait for ``_lock`` (see the docstring).
         self._posted: collections.deque[Callable[[], None]] = collections.deque()
-        self._core = core.Server(
-            config,
-            store.recover(),
-            new_id=lambda: uuid.uuid4().bytes,
-            clock_ms=lambda: time.time_ns() // 1_000_000,
-            now=time.monotonic(),
-        )
+        self._core = core_server(config, store, time.monotonic())
         #: Connections by core id; touched only under ``_lock``.
         self._conns: dict[int, _Conn] = {}
         # Sockets and reader threads, for the accept bound and the shutdown.

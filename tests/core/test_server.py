@@ -17,7 +17,7 @@ from jackrabbit_core.client import (
     ServerError,
     Subscribed,
 )
-from jackrabbit_core.connection import binary_frame
+from jackrabbit_core.frames import binary_frame
 from jackrabbit_core.front import MAX_SCRAPES
 from jackrabbit_core.journal import RETRY_FIRST, RETRY_MAX
 from jackrabbit_core.voices import V1
