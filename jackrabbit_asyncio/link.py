@@ -38,7 +38,8 @@ from typing import Final, Protocol
 
 log = logging.getLogger("jackrabbit.asyncio")
 
-#: Bytes asked of a socket per read: about one TLS record (at most 16 KiB of plaintext).
+#: Bytes asked of a socket per read: about one TLS record (at most 16 KiB of plaintext). The
+#: TLS object's input buffer keeps the capacity of the most it held: at most two of these.
 READ_SIZE: Final = 17 * 1024
 #: Plaintext encrypted per ``SSLObject.write``: one full record.
 RECORD: Final = 16 * 1024
@@ -50,7 +51,7 @@ LOW_WATER: Final = 256 * 1024
 #: slice is halved, well under it doubled, between ``MIN_SLICE`` and ``MAX_SLICE`` bytes.
 TURN_BUDGET: Final = 0.002
 MIN_SLICE: Final = 256
-MAX_SLICE: Final = 16 * 1024
+MAX_SLICE: Final = 32 * 1024
 #: Seconds a closed link may take to flush what it holds and see the peer hang up.
 CLOSE_TIMEOUT: Final = 5.0
 #: Queued buffers handed to one ``sendmsg``.
@@ -113,6 +114,7 @@ class Link:
 
     __slots__ = (
         "_eof",
+        "_fd",
         "_incoming",
         "_more",
         "_outgoing",
@@ -139,6 +141,7 @@ class Link:
     def __init__(self, shared: Shared, sock: socket.socket, now: float) -> None:
         self._shared = shared
         self.sock = sock
+        self._fd = sock.fileno()
         #: Loop time of the accept.
         self.accepted_at = now
         self.phase = Phase.HANDSHAKE
@@ -158,7 +161,7 @@ class Link:
         #: The owner wants ``wrote`` events.
         self.watched = False
         self._paused = False  # the owner asked (``pause_reading``)
-        self._reading = False  # registered with the loop's selector
+        self._reading = False  # registered with the loop's selector (by fd: cheaper)
         self._writing = False
         self._more = False  # the TLS object may hold plaintext not handed on yet
         self._eof = False  # the peer closed its side
@@ -190,24 +193,26 @@ class Link:
 
     def _update_reading(self) -> None:
         """Register with the selector exactly while the socket should be read, and schedule
-        the next slice of plaintext already decrypted."""
+        the next slice of plaintext already decrypted (meanwhile the socket is not read: a
+        readable event finds ``_more`` set and leaves the bytes in the kernel)."""
         phase = self.phase
         if phase is Phase.OPEN:
             active = not self._paused
         else:
             active = phase in (Phase.HANDSHAKE, Phase.LINGER) and not self._eof
-        want = active and not self._more
         loop = self._shared.loop
-        if want != self._reading:
-            if want:
-                loop.add_reader(self.sock, self._on_readable)
+        if active != self._reading:
+            if active:
+                loop.add_reader(self._fd, self._on_readable)
             else:
-                loop.remove_reader(self.sock)
-            self._reading = want
+                loop.remove_reader(self._fd)
+            self._reading = active
         if active and self._more and self._soon is None:
             self._soon = loop.call_soon(self._continue)
 
     def _on_readable(self) -> None:
+        if self._more:
+            return  # a slice already decrypted goes first (``_continue``)
         buffer = self._shared.buffer
         try:
             count = self.sock.recv_into(buffer)
@@ -325,44 +330,61 @@ class Link:
         base = self.handed
         size = len(data)
         self.handed = base + size
+        if size <= RECORD:
+            try:
+                tls.write(data)
+            except ssl.SSLError as exc:
+                self._fail_later(exc)
+                return
+            self._push([(outgoing.read(), base + size)])
+            return
         view = memoryview(data)
+        records: list[tuple[bytes, int]] = []
         try:
             for start in range(0, size, RECORD):
                 tls.write(view[start : start + RECORD])
-                self._push(outgoing.read(), base + min(start + RECORD, size))
-                if self.phase is not Phase.OPEN:
-                    return
+                records.append((outgoing.read(), base + min(start + RECORD, size)))
         except ssl.SSLError as exc:
             self._fail_later(exc)
+            return
+        self._push(records)
 
     def _send_tls(self) -> None:
         """Send what the TLS object itself wants sent (handshake, alerts, tickets)."""
         outgoing = self._outgoing
         if outgoing is not None and outgoing.pending:
-            self._push(outgoing.read(), self.handed)
+            self._push([(outgoing.read(), self.handed)])
 
-    def _push(self, data: bytes, handed: int) -> None:
-        """Send ``data`` (whole TLS records), or queue what the kernel does not take;
-        ``handed`` is what ``written`` becomes once it is all sent."""
+    def _push(self, records: list[tuple[bytes, int]]) -> None:
+        """Send ``records`` (encrypted bytes, each with what ``written`` becomes once it is
+        sent) in one system call, or queue what the kernel does not take."""
         queue = self._queue
         if not queue:
             try:
-                sent = self.sock.send(data)
+                if len(records) == 1:
+                    sent = self.sock.send(records[0][0])
+                else:
+                    sent = self.sock.sendmsg([data for data, _ in records])
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as exc:
                 self._fail_later(exc)
                 return
-            if sent == len(data):
+            for index, (data, handed) in enumerate(records):
+                if sent < len(data):
+                    queue.append((memoryview(data)[sent:], handed))
+                    self.buffered += len(data) - sent
+                    records = records[index + 1 :]
+                    break
+                sent -= len(data)
                 self.written = handed
+            else:
                 return
-            queue.append((memoryview(data)[sent:], handed))
-            self.buffered += len(data) - sent
-        else:
+        for data, handed in records:
             queue.append((memoryview(data), handed))
             self.buffered += len(data)
         if not self._writing:
-            self._shared.loop.add_writer(self.sock, self._on_writable)
+            self._shared.loop.add_writer(self._fd, self._on_writable)
             self._writing = True
         if not self._unwritable and self.buffered > HIGH_WATER:
             self._unwritable = True
@@ -387,7 +409,7 @@ class Link:
             queue.popleft()
             self.written = handed
         if not queue:
-            self._shared.loop.remove_writer(self.sock)
+            self._shared.loop.remove_writer(self._fd)
             self._writing = False
         events = self._shared.events
         if self._unwritable and self.buffered <= LOW_WATER:
@@ -473,10 +495,10 @@ class Link:
     def _close_socket(self) -> None:
         loop = self._shared.loop
         if self._reading:
-            loop.remove_reader(self.sock)
+            loop.remove_reader(self._fd)
             self._reading = False
         if self._writing:
-            loop.remove_writer(self.sock)
+            loop.remove_writer(self._fd)
             self._writing = False
         for handle in (self._soon, self._timer):
             if handle is not None:
