@@ -352,11 +352,11 @@ async def _consumers(host: str, port: int, ca: str, queue: str, count: int, seco
         url = f"wss://{host}:{port}/queues/{queue}-{n}"
         async with connect(url, ssl=context, max_size=None, compression=None) as ws:
             original = n % 2 == 1
-            take = {"Take": {}} if original else {"command": "take", "prefetch": 100}
+            take = {"command": {1: None}} if original else {"command": "take", "prefetch": 100}
             await ws.send(msgpack.packb(take))
             async for raw in ws:
                 started.set()
-                event = msgpack.unpackb(raw)
+                event = msgpack.unpackb(raw, strict_map_key=False)
                 if not original and event.get("event") == "message":
                     with contextlib.suppress(ConnectionClosed):  # read on up to the close
                         await ws.send(msgpack.packb({"command": "ack", "seq": event["seq"]}))

@@ -4,14 +4,16 @@ standby), live clients stay, ``/healthz`` answers on the TLS port."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from jackrabbit_core.client import ClientProtocol, Opened, Subscribed
 
-from .conftest import Certs, run, running
+from .conftest import Certs, eventually, run, running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -131,5 +133,61 @@ def test_shutdown_waits_for_close_handshakes_not_for_tcp_closes(
             await asyncio.wait_for(closing, 10)
             assert loop.time() - started < 2.0
             peer.writer.close()
+
+    run(scenario())
+
+
+def test_original_consumer_acks_only_what_reached_the_kernel(certs: Certs, tmp_path: Path) -> None:
+    """An original-dialect consumer acknowledges by receiving (protocol §8.3): a delivery
+    counts once its bytes are written to the socket, not when handed to the shell. This one
+    stops reading with hundreds of deliveries still in the server's own buffer; when it
+    drops, the v1 standby gets every one of those again (``redelivered``), and nothing after
+    the last message that reached the kernel is missing."""
+    total, size = 10_000, 1000
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        async with running(certs, tmp_path / "db") as server:
+            producer = await server.client("orig")
+            for start in range(0, total, 1000):
+                await asyncio.gather(
+                    *(producer.add(b"m" * size) for _ in range(start, start + 1000))
+                )
+            raw = socket.socket()
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+            raw.setblocking(False)
+            await loop.sock_connect(raw, ("127.0.0.1", server.server.port))
+            context = ssl.create_default_context(cafile=certs.ca)
+            reader, writer = await asyncio.open_connection(
+                sock=raw, ssl=context, server_hostname="127.0.0.1"
+            )
+            writer.write(
+                b"GET /queues/orig HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            await reader.readuntil(b"\r\n\r\n")
+            take = msgpack.packb({"command": {1: None}})
+            writer.write(bytes([0x82, 0x80 | len(take)]) + b"\0\0\0\0" + take)
+            link = max(server.server._by_id.items())[1]  # the newest: the original consumer
+            # It has stopped reading: deliveries pile up in the server's buffer.
+            await eventually(lambda: link.buffered > 256 * 1024)
+            standby = await server.client("orig")
+            messages = await standby.take()
+            unwritten = link.buffered  # bytes of deliveries the kernel has not taken
+            writer.transport.abort()
+            got = []
+            async for message in messages:
+                got.append(message)
+                await message.ack()
+                if message.seq == total:
+                    break
+            seqs = [m.seq for m in got]
+            assert seqs == list(range(seqs[0], total + 1))
+            assert seqs[0] > 1  # what reached the kernel counted as acknowledged
+            redelivered = sum(m.redelivered for m in got)
+            assert redelivered >= unwritten // (size + 64)
+            await standby.close()
+            await producer.close()
 
     run(scenario())
