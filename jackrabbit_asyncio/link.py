@@ -16,7 +16,8 @@ bytes reach the kernel, which an original-dialect consumer's acknowledgement han
   byte, gets small slices; bulk data gets whole records. While a slice is waiting, nothing more
   is read from the socket.
 - Writes are encrypted at once, a record at a time (a ``MemoryBIO`` keeps the capacity of the
-  most it ever held), and sent; what the kernel does not take waits in the queue, so
+  most it ever held), and the records sent in one system call; what the kernel does not take
+  waits in the queue, so
   ``buffered`` is everything this connection holds for its peer, and ``written`` counts the
   bytes given to ``write`` whose records are all in the kernel.
 - Reading stops while the owner says so (``pause_reading``) and at ``close()``; once everything
