@@ -17,9 +17,8 @@ bytes reach the kernel, which an original-dialect consumer's acknowledgement han
   is read from the socket.
 - Writes are encrypted at once, a record at a time (a ``MemoryBIO`` keeps the capacity of the
   most it ever held), and the records sent in one system call; what the kernel does not take
-  waits in the queue, so
-  ``buffered`` is everything this connection holds for its peer, and ``written`` counts the
-  bytes given to ``write`` whose records are all in the kernel.
+  waits in the queue, so ``buffered`` is everything this connection holds for its peer, and
+  ``written`` counts the bytes given to ``write`` whose records are all in the kernel.
 - Reading stops while the owner says so (``pause_reading``) and at ``close()``; once everything
   is sent, only the peer's EOF is awaited (at most ``CLOSE_TIMEOUT`` seconds from the
   ``close()`` in all).
