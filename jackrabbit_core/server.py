@@ -285,6 +285,7 @@ class Server:
         """
         self._now = now
         self._front.shutting_down = True
+        self._journal.hurry()
         for conn in list(self._conns.values()):
             self._dirty[conn.id] = conn
             self._handle(conn, conn.close(codes.CLOSE_GOING_AWAY, "server shutting down"))
