@@ -42,14 +42,6 @@ GET_THROUGH = 10.0
 #: Seconds a peer subprocess may take to report that it is running.
 PEER_START = 20.0
 
-THREADS_XFAIL = pytest.mark.xfail(strict=True, reason="threads shell: being fixed on branch thr")
-
-
-def _xfail_on_threads(shell: str, request: pytest.FixtureRequest) -> None:
-    if shell == "threads":
-        request.applymarker(THREADS_XFAIL)
-
-
 # -- peers in subprocesses ------------------------------------------------------------------------
 
 
@@ -134,12 +126,10 @@ def test_over_the_limit_is_answered_503_at_once(
 
 
 def test_503_at_once_while_silent_connections_hammer(
-    shell: str, request: pytest.FixtureRequest, roomy: Spawner, connect: Callable[..., Client],
-    queue: str,
-) -> None:  # fmt: skip
+    roomy: Spawner, connect: Callable[..., Client], queue: str
+) -> None:
     """The limit is full and 1,000 silent TCP connections (more arriving all the time) press
     on it: a new client is still answered 503 promptly, not left hanging."""
-    _xfail_on_threads(shell, request)
     server = roomy("--max-connections", "2")
     held = [connect(server, queue), connect(server, queue)]
     with Peer("silent", server, 1000, 60):
@@ -149,13 +139,11 @@ def test_503_at_once_while_silent_connections_hammer(
 
 
 def test_a_client_gets_through_while_silent_connections_hammer(
-    shell: str, request: pytest.FixtureRequest, roomy: Spawner, connect: Callable[..., Client],
-    queue: str,
-) -> None:  # fmt: skip
+    roomy: Spawner, connect: Callable[..., Client], queue: str
+) -> None:
     """2,000 silent TCP connections, against ``--max-connections 100``, with more arriving all
     the time: a real client still connects, adds and reads within ``GET_THROUGH`` seconds,
     again and again, and ``/healthz`` answers."""
-    _xfail_on_threads(shell, request)
     server = roomy("--max-connections", "100")
     with Peer("silent", server, 2000, 60):
         for n in range(1, 4):
@@ -259,13 +247,11 @@ QUICK_SHUTDOWN = 3.0
 
 
 def test_sigterm_with_busy_consumers_ends_as_soon_as_they_close(
-    shell: str, request: pytest.FixtureRequest, spawn: Spawner, connect: Callable[..., Client],
-    queue: str,
-) -> None:  # fmt: skip
+    spawn: Spawner, connect: Callable[..., Client], queue: str
+) -> None:
     """Four consumers (two v1 with prefetch 100, two original), each of its own queue, read a
     backlog slowly; on SIGTERM the server closes them with 1001 and exits 0 in well under its
     5-second bound: it waits for their close handshakes, not for their TCP or TLS close."""
-    _xfail_on_threads(shell, request)
     server = spawn("--fsync", "never")
     for n in range(4):
         producer = connect(server, f"{queue}-{n}")
