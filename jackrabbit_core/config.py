@@ -1,5 +1,5 @@
 """The server's settings, as the core reads them (the command line that fills them in is
-``jackrabbit_host.options``)."""
+``jackrabbit_host.options``), and how the memory budget is split (``Budget``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,81 @@ __version__ = "0.1.0"
 FsyncPolicy = Literal["always", "never"]
 
 MIB: Final = 1024 * 1024
+#: The default ``--memory-budget``: the shares below are what the server used before there was
+#: a budget, measured to keep full throughput on both shells.
+DEFAULT_MEMORY_BUDGET: Final = 64 * MIB
+#: The smallest budget accepted: below it the shares get smaller than one large message.
+MIN_MEMORY_BUDGET: Final = 8 * MIB
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """``--memory-budget`` split into every limit on the data a server holds in flight.
+
+    Past the fixed cost of a process (CPython, OpenSSL, RocksDB's code: about 34 MiB), a
+    server's memory follows how much data it may hold at once; each limit on that is a share
+    of one budget, so that one number sets them all (README, "Command line"):
+
+    ==================  =======  =========================================================
+    share               of 64M   what it bounds
+    ==================  =======  =========================================================
+    ``write_buffers``   1/4      RocksDB memtables, all together (two of ``write_buffer``)
+    ``block_cache``     1/16     RocksDB's block cache (index and filter blocks, data)
+    ``read_bytes``      1/8      data in one read of a backlog from the store
+    ``pending_bytes``   1/16     data of one producer's adds not yet durable (then its
+                                 connection is no longer read, protocol §7.1)
+    ``pump_bytes``      1/16     data one pump hands a consumer's transport before its
+                                 write buffer may push back
+    ``high_water``      1/64     bytes queued for one connection past which it counts as
+                                 not writable (read again under ``low_water``, 1/256)
+    ``read_stop``       1/4      bytes queued for one connection past which the shell reads
+                                 nothing more from it, whatever it sends
+    ==================  =======  =========================================================
+
+    The store's shares and one read are held once; the others are per connection, and only
+    a connection that is busy that way holds them (an idle one holds none). So the peak is
+    about the store's 5/16 plus one read, plus for each producer at full speed 1/16 and each
+    consumer at full speed 1/16 + 1/64; ``read_stop`` only bounds a peer that never reads.
+    """
+
+    total: int = DEFAULT_MEMORY_BUDGET
+
+    @property
+    def write_buffers(self) -> int:
+        return self.total // 4
+
+    @property
+    def write_buffer(self) -> int:
+        """One RocksDB memtable: two fit in ``write_buffers``."""
+        return self.total // 8
+
+    @property
+    def block_cache(self) -> int:
+        return self.total // 16
+
+    @property
+    def read_bytes(self) -> int:
+        return self.total // 8
+
+    @property
+    def pending_bytes(self) -> int:
+        return self.total // 16
+
+    @property
+    def pump_bytes(self) -> int:
+        return self.total // 16
+
+    @property
+    def high_water(self) -> int:
+        return self.total // 64
+
+    @property
+    def low_water(self) -> int:
+        return self.total // 256
+
+    @property
+    def read_stop(self) -> int:
+        return self.total // 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +105,18 @@ class Config:
     max_connections: int = 1024
     handover_timeout: float = 30.0
     handshake_timeout: float = 10.0
-    #: Unconfirmed adds one connection may have before the shell stops reading from it.
+    #: Unconfirmed adds one connection may have before the shell stops reading from it (their
+    #: bytes are limited by the budget's ``pending_bytes``, whichever limit comes first).
     max_pending_adds: int = 10_000
-    #: ... and the bytes of data in them (whichever limit comes first).
-    max_pending_bytes: int = 4 * MIB
+    #: Bytes of data in flight, split into every limit on it (``Budget``).
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
 
     @property
     def dead_after(self) -> float:
         """How long a silent peer is tolerated: two heartbeat intervals (protocol §9)."""
         return 2 * self.heartbeat
+
+    @property
+    def budget(self) -> Budget:
+        """``memory_budget`` split into its shares."""
+        return Budget(self.memory_budget)

@@ -29,14 +29,12 @@ from .voices import Answer, Frames, Hangup, Voice
 
 __all__ = ["READ_WINDOW", "Deliveries"]
 
-#: Most messages asked of the store in one read (bounds memory per delivery).
+#: Most messages asked of the store in one read (bounds memory per delivery); the most bytes
+#: of data in one is the budget's ``read_bytes`` (a read always returns at least one message).
 READ_WINDOW: Final = 256
-#: ... and the most bytes of data (a read always returns at least one message).
-READ_BYTES: Final = 8 * 1024 * 1024
-#: About how many bytes of messages one pump hands a consumer's transport before its write
-#: buffer gets a chance to push back (``set_writable``); the delivery window in messages is
+#: How many messages one pump may hand a consumer's transport: about the budget's
+#: ``pump_bytes`` of them (then its write buffer gets a chance to push back, ``set_writable``),
 #: sized from the messages actually delivered, between these bounds.
-PUMP_BYTES: Final = 4 * 1024 * 1024
 MIN_WINDOW, MAX_WINDOW = 4, 1000
 
 Output = Answer | Frames | ReadMessages
@@ -72,6 +70,8 @@ class Deliveries:
         "_handover_timeout",
         "_journal",
         "_out",
+        "_pump_bytes",
+        "_read_bytes",
         "_reads",
         "_slots",
         "_tickets",
@@ -88,12 +88,16 @@ class Deliveries:
         *,
         handover_timeout: float,
         max_message_bytes: int,
+        pump_bytes: int,
+        read_bytes: int,
         tickets: Callable[[], int],
     ) -> None:
         self._journal = journal
         self._counters = counters
         self._handover_timeout = handover_timeout
-        self._window = _window_for(max_message_bytes)
+        self._pump_bytes = pump_bytes
+        self._read_bytes = read_bytes
+        self._window = _window_for(pump_bytes, max_message_bytes)
         self._tickets = tickets
         self._slots: dict[str, _Slot] = {}
         for record in records:
@@ -318,7 +322,7 @@ class Deliveries:
             slot.reading = ticket
             self._reads[ticket] = name
             limit = min(READ_WINDOW, last - first + 1)
-            self._out.append(ReadMessages(ticket, name, first, limit, READ_BYTES))
+            self._out.append(ReadMessages(ticket, name, first, limit, self._read_bytes))
 
     def _frames(
         self, slot: _Slot, deliver: failover.Deliver, messages: list[StoredMessage]
@@ -332,7 +336,7 @@ class Deliveries:
             counters.redeliveries += min(flagged, messages[-1].seq) - messages[0].seq + 1
         self._out.append(Frames(deliver.consumer, payloads, messages[-1].seq))
         size = sum(len(message.data) for message in messages)
-        slot.machine.window = _window_for(size // len(messages))
+        slot.machine.window = _window_for(self._pump_bytes, size // len(messages))
 
     def _lost(self, slot: _Slot, consumer: int, reason: str) -> None:
         """A delivery cannot be read: close its consumer so the line fails over (1011)."""
@@ -341,6 +345,6 @@ class Deliveries:
         self._out.append(Answer(consumer, Hangup(codes.CLOSE_INTERNAL_ERROR, text)))
 
 
-def _window_for(message_bytes: int) -> int:
-    """How many messages of about ``message_bytes`` one pump may send (``PUMP_BYTES``)."""
-    return max(MIN_WINDOW, min(MAX_WINDOW, PUMP_BYTES // max(1, message_bytes + 64)))
+def _window_for(pump_bytes: int, message_bytes: int) -> int:
+    """How many messages of about ``message_bytes`` one pump may send (about ``pump_bytes``)."""
+    return max(MIN_WINDOW, min(MAX_WINDOW, pump_bytes // max(1, message_bytes + 64)))

@@ -122,7 +122,7 @@ class Server:
             clock_ms=clock_ms,
             tickets=tickets,
             max_pending_adds=config.max_pending_adds,
-            max_pending_bytes=config.max_pending_bytes,
+            max_pending_bytes=config.budget.pending_bytes,
         )
         self._deliveries = Deliveries(
             journal,
@@ -130,6 +130,8 @@ class Server:
             records,
             handover_timeout=config.handover_timeout,
             max_message_bytes=config.max_message_bytes,
+            pump_bytes=config.budget.pump_bytes,
+            read_bytes=config.budget.read_bytes,
             tickets=tickets,
         )
         self._front = FrontDoor(counters, authenticate, self._deliveries.states)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from jackrabbit_core.config import Config, __version__
+from jackrabbit_core.config import MIN_MEMORY_BUDGET, Config, __version__
 from jackrabbit_core.exceptions import ConfigError
 
 from .devcerts import dev_paths
@@ -44,6 +44,30 @@ def _seconds(text: str) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
     return value
+
+
+#: What a size's suffix multiplies it by (binary units; ``M`` and ``MiB`` mean the same).
+_UNITS = {
+    "": 1,
+    **dict.fromkeys(("k", "kib"), 1 << 10),
+    **dict.fromkeys(("m", "mib"), 1 << 20),
+    **dict.fromkeys(("g", "gib"), 1 << 30),
+}
+
+
+def _memory(text: str) -> int:
+    """A size like ``64MiB``, ``64M`` or ``67108864`` (bytes), at least ``MIN_MEMORY_BUDGET``."""
+    number = text.rstrip("KkMmGgIiBb")
+    unit = _UNITS.get(text[len(number) :].lower())
+    try:
+        value = float(number) * unit if unit is not None else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a size (like 64MiB): {text!r}")
+    if value < MIN_MEMORY_BUDGET:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_MEMORY_BUDGET >> 20}MiB: {text!r}")
+    return int(value)
 
 
 class RaisingParser(argparse.ArgumentParser):
@@ -139,6 +163,15 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         default=defaults.handover_timeout,
         help="seconds a planned handover waits for acks (default %(default)s)",
     )
+    add(
+        "--memory-budget",
+        type=_memory,
+        default=defaults.memory_budget,
+        metavar="SIZE",
+        help="bytes of data the server may hold in flight (store buffers, unconfirmed adds, "
+        "deliveries, socket buffers), split as the README says; K, M, G or KiB, MiB, GiB "
+        "(default 64MiB)",
+    )
     return parser
 
 
@@ -172,4 +205,5 @@ def parse_args(argv: list[str], prog: str = "jackrabbit") -> Config:
         heartbeat=ns.heartbeat,
         max_connections=ns.max_connections,
         handover_timeout=ns.handover_timeout,
+        memory_budget=ns.memory_budget,
     )

@@ -58,6 +58,7 @@ from rocksdict import (
     WriteOptions,
 )
 
+from jackrabbit_core.config import Budget
 from jackrabbit_core.exceptions import InvalidState, StoreError
 from jackrabbit_core.records import StoredMessage
 from jackrabbit_core.storage import Batch, QueueRecord
@@ -126,8 +127,9 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def _options() -> Options:
-    """RocksDB options for an append-mostly log, keeping the store's memory to about 20 MB.
+def _options(budget: Budget) -> Options:
+    """RocksDB options for an append-mostly log, keeping the store's memory to the budget's
+    ``write_buffers`` and ``block_cache`` shares (about 20 MB at the default 64 MiB).
 
     Measured with a million 100-byte messages written flat out and read back: the process peaked
     at about 47 MB RSS, of which 25 MB is Python with ``rocksdict`` loaded (16 MiB buffers, an
@@ -141,9 +143,9 @@ def _options() -> Options:
     """
     opts = Options(raw_mode=True)
     opts.create_if_missing(True)
-    opts.set_write_buffer_size(8 * _MIB)
+    opts.set_write_buffer_size(budget.write_buffer)
     opts.set_max_write_buffer_number(2)
-    opts.set_db_write_buffer_size(16 * _MIB)
+    opts.set_db_write_buffer_size(budget.write_buffers)
     opts.set_compression_type(DBCompressionType.lz4())
     opts.set_level_compaction_dynamic_level_bytes(True)
     opts.set_optimize_filters_for_hits(True)
@@ -154,7 +156,7 @@ def _options() -> Options:
     opts.set_keep_log_file_num(4)
     opts.set_max_log_file_size(4 * _MIB)
     table = BlockBasedOptions()
-    table.set_block_cache(Cache(4 * _MIB))
+    table.set_block_cache(Cache(budget.block_cache))
     table.set_block_size(16 * 1024)
     table.set_cache_index_and_filter_blocks(True)
     table.set_pin_l0_filter_and_index_blocks_in_cache(True)
@@ -210,10 +212,11 @@ class RocksStore:
         self._write_options = WriteOptions()  # sync stays False: see write()
 
     @classmethod
-    def open(cls, path: str, *, fsync: bool) -> RocksStore:
+    def open(cls, path: str, *, fsync: bool, budget: Budget | None = None) -> RocksStore:
         """Open (creating if needed) the store in directory ``path``.
 
-        With ``fsync`` every :meth:`write` is durable on return. Raises ``StoreError`` with a
+        With ``fsync`` every :meth:`write` is durable on return. Its memory is the store's
+        share of ``budget`` (default: the default ``--memory-budget``). Raises ``StoreError`` with a
         one-line message when the directory cannot be created or written, is locked by another
         process (or already open in this one), holds a corrupt database, or is a file. The
         directory, if it makes it, is private to the user (0700; see ``make_private_dir``).
@@ -236,7 +239,7 @@ class RocksStore:
         if not os.access(path, os.W_OK | os.X_OK):
             raise StoreError(f"cannot open the store at {path!r}: the directory is not writable")
         try:
-            db = Rdict(path, _options())
+            db = Rdict(path, _options(budget or Budget()))
         except Exception as exc:
             raise _open_error(path, exc) from exc
         return cls(db, path, fsync)

@@ -18,7 +18,7 @@ def open_store(config: Config) -> RocksStore:
     The shells call it after loading the certificate (``jackrabbit_host.tls``), which for
     ``--dev`` makes it first: a certificate error then leaves no new directory behind.
     """
-    return RocksStore.open(config.db, fsync=config.fsync == "always")
+    return RocksStore.open(config.db, fsync=config.fsync == "always", budget=config.budget)
 
 
 def core_server(config: Config, store: Store, now: float) -> Server:
