@@ -52,8 +52,6 @@ __all__ = [
     "Subscription",
 ]
 
-#: The transport's low-water mark: writing resumes below it (``Client.high_water`` pauses).
-LOW_WATER: Final = 256 * 1024
 #: Requests queued in one turn of the loop past which they are written at once.
 EAGER_WRITE: Final = 64
 
@@ -127,7 +125,7 @@ class _Link(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
-        transport.set_write_buffer_limits(self.client.high_water, LOW_WATER)
+        transport.set_write_buffer_limits(self.client.high_water, self.client.low_water)
         self.client._flush()  # the upgrade request
 
     def data_received(self, data: bytes) -> None:

@@ -19,9 +19,13 @@ bytes reach the kernel, which an original-dialect consumer's acknowledgement han
   most it ever held), and the records sent in one system call; what the kernel does not take
   waits in the queue, so ``buffered`` is everything this connection holds for its peer, and
   ``written`` counts the bytes given to ``write`` whose records are all in the kernel.
-- Reading stops while the owner says so (``pause_reading``) and at ``close()``; once everything
-  is sent, only the peer's EOF is awaited (at most ``CLOSE_TIMEOUT`` seconds from the
-  ``close()`` in all).
+- Reading stops while the owner says so (``pause_reading``), while more than the budget's
+  ``read_stop`` bytes wait for the peer (whatever it sends, a peer that never reads cannot
+  grow our memory), and at ``close()``; once everything is sent, only the peer's EOF is
+  awaited (at most ``CLOSE_TIMEOUT`` seconds from the ``close()`` in all).
+
+The water marks are the ``--memory-budget``'s shares and the timeouts
+``jackrabbit_host.limits``', as in the threads shell.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ import ssl
 import time
 from typing import Final, Protocol
 
+from jackrabbit_core.config import Budget
+from jackrabbit_host.limits import CLOSE_TIMEOUT
+
 log = logging.getLogger("jackrabbit.asyncio")
 
 #: Bytes asked of a socket per read: about one TLS record (at most 16 KiB of plaintext). The
@@ -43,17 +50,11 @@ log = logging.getLogger("jackrabbit.asyncio")
 READ_SIZE: Final = 17 * 1024
 #: Plaintext encrypted per ``SSLObject.write``: one full record.
 RECORD: Final = 16 * 1024
-#: Buffered bytes past which the owner is told a link is not writable ...
-HIGH_WATER: Final = 1024 * 1024
-#: ... and under which it is writable again.
-LOW_WATER: Final = 256 * 1024
 #: Seconds one connection's slice of plaintext may take to be handled, about: past it the next
 #: slice is halved, well under it doubled, between ``MIN_SLICE`` and ``MAX_SLICE`` bytes.
 TURN_BUDGET: Final = 0.002
 MIN_SLICE: Final = 256
 MAX_SLICE: Final = 32 * 1024
-#: Seconds a closed link may take to flush what it holds and see the peer hang up.
-CLOSE_TIMEOUT: Final = 5.0
 #: Queued buffers handed to one ``sendmsg``.
 SEND_BATCH: Final = 64
 
@@ -82,7 +83,7 @@ class Events(Protocol):
         """The peer of an ``OPEN`` link closed or vanished; nothing more will be received."""
 
     def writable(self, link: Link, writable: bool) -> None:
-        """``buffered`` went over ``HIGH_WATER`` (False) or back under ``LOW_WATER`` (True)."""
+        """``buffered`` went over the high water mark (False) or back under the low (True)."""
 
     def wrote(self, link: Link) -> None:
         """``written`` moved on a link whose ``watched`` is set."""
@@ -95,18 +96,26 @@ class Events(Protocol):
 
 
 class Shared:
-    """What every link of one server shares: the loop, the TLS context, the owner and the
-    read buffer."""
+    """What every link of one server shares: the loop, the TLS context, the owner, the read
+    buffer and the budget's limits on what a link holds for its peer."""
 
-    __slots__ = ("buffer", "context", "events", "loop")
+    __slots__ = ("buffer", "context", "events", "high_water", "loop", "low_water", "read_stop")
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, context: ssl.SSLContext, events: Events
+        self,
+        loop: asyncio.AbstractEventLoop,
+        context: ssl.SSLContext,
+        events: Events,
+        budget: Budget | None = None,
     ) -> None:
         self.loop = loop
         self.context = context
         self.events = events
         self.buffer = memoryview(bytearray(READ_SIZE))
+        budget = budget or Budget()
+        self.high_water = budget.high_water
+        self.low_water = budget.low_water
+        self.read_stop = budget.read_stop
 
 
 class Link:
@@ -131,6 +140,7 @@ class Link:
         "accepted_at",
         "buffered",
         "handed",
+        "heard_at",
         "id",
         "phase",
         "sock",
@@ -144,6 +154,8 @@ class Link:
         self._fd = sock.fileno()
         #: Loop time of the accept.
         self.accepted_at = now
+        #: Loop time of the peer's last bytes during the handshake (None: it sent none).
+        self.heard_at: float | None = None
         self.phase = Phase.HANDSHAKE
         #: The owner's name for it (the core's connection id), set once ``OPEN``.
         self.id = 0
@@ -170,14 +182,14 @@ class Link:
         self._soon: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
 
-    @property
-    def heard(self) -> bool:
-        """The peer has sent something."""
-        return self._tls is not None
-
     def start(self) -> None:
         """Start the TLS handshake with whatever the peer has sent already."""
         self._update_reading()
+        self.look()
+
+    def look(self) -> None:
+        """Read what the peer has sent, now rather than on the loop's next turn (a silent
+        handshake gets one last look before it is dropped for a newcomer)."""
         self._on_readable()
 
     # -- reading --------------------------------------------------------------------------
@@ -197,7 +209,7 @@ class Link:
         readable event finds ``_more`` set and leaves the bytes in the kernel)."""
         phase = self.phase
         if phase is Phase.OPEN:
-            active = not self._paused
+            active = not self._paused and self.buffered <= self._shared.read_stop
         else:
             active = phase in (Phase.HANDSHAKE, Phase.LINGER) and not self._eof
         loop = self._shared.loop
@@ -235,6 +247,7 @@ class Link:
         assert self._incoming is not None
         self._incoming.write(buffer[:count])
         if phase is Phase.HANDSHAKE:
+            self.heard_at = self._shared.loop.time()
             self._handshake()
         else:
             self._read_plaintext()
@@ -386,9 +399,12 @@ class Link:
         if not self._writing:
             self._shared.loop.add_writer(self._fd, self._on_writable)
             self._writing = True
-        if not self._unwritable and self.buffered > HIGH_WATER:
+        shared = self._shared
+        if not self._unwritable and self.buffered > shared.high_water:
             self._unwritable = True
-            self._shared.events.writable(self, False)
+            shared.events.writable(self, False)
+        if self.buffered > shared.read_stop and self._reading:
+            self._update_reading()
 
     def _on_writable(self) -> None:
         queue = self._queue
@@ -411,10 +427,13 @@ class Link:
         if not queue:
             self._shared.loop.remove_writer(self._fd)
             self._writing = False
-        events = self._shared.events
-        if self._unwritable and self.buffered <= LOW_WATER:
+        shared = self._shared
+        events = shared.events
+        if self._unwritable and self.buffered <= shared.low_water:
             self._unwritable = False
             events.writable(self, True)
+        if not self._reading and self.phase is Phase.OPEN:
+            self._update_reading()  # reading may have stopped at ``read_stop``
         if self.watched:
             events.wrote(self)
         if not queue and self.phase is Phase.CLOSING:

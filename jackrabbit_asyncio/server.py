@@ -37,7 +37,6 @@ import contextlib
 import logging
 import ssl
 from types import TracebackType
-from typing import Final
 
 from jackrabbit_core import Config, ConfigError
 from jackrabbit_core.actions import (
@@ -51,20 +50,21 @@ from jackrabbit_core.actions import (
     WriteBatch,
 )
 from jackrabbit_core.storage import Batch, Store
-from jackrabbit_host.cli import bind_error
+from jackrabbit_host.limits import SHUTDOWN_STALL, SHUTDOWN_TIMEOUT, slots, tls_timeout
+from jackrabbit_host.listeners import listen
 from jackrabbit_host.reads import answer
 from jackrabbit_host.startup import core_server, open_store
 from jackrabbit_host.tls import server_context
 
-from .acceptor import SPARE, TLS_TIMEOUT, Acceptor, listen
+from .acceptor import Acceptor
 from .link import Link, Phase, Shared
 
 __all__ = ["Server", "serve"]
 
 log = logging.getLogger("jackrabbit.asyncio")
 
-#: Seconds a shutdown waits for clients to leave and the last batch to be written.
-SHUTDOWN_TIMEOUT: Final = 5.0
+#: Seconds between two looks, during a shutdown, for connections that stopped moving.
+_STALL_CHECK = 0.05
 
 
 async def serve(config: Config) -> Server:
@@ -104,7 +104,7 @@ class Server:
         self._store = store
         self._loop = asyncio.get_running_loop()
         self._core = core_server(config, store, self._loop.time())
-        self._shared = Shared(self._loop, context, self)
+        self._shared = Shared(self._loop, context, self, config.budget)
         self._acceptor: Acceptor | None = None
         #: Links the core knows, by core id.
         self._by_id: dict[int, Link] = {}
@@ -125,18 +125,15 @@ class Server:
 
     async def _listen(self) -> None:
         config = self.config
-        try:
-            listeners = listen(config.host, config.port)
-        except OSError as exc:
-            raise ConfigError(bind_error(config, exc)) from None
+        listeners = listen(config)
         self.port = listeners[0].getsockname()[1]
         shared = self._shared
         self._acceptor = Acceptor(
             self._loop,
             listeners,
             lambda sock, now: Link(shared, sock, now),
-            capacity=config.max_connections + SPARE,
-            tls_timeout=min(TLS_TIMEOUT, config.handshake_timeout),
+            slots=slots(config),
+            timeout=tls_timeout(config),
         )
         self._acceptor.start()
         self._flush()  # arms the timer (the heartbeat sweep)
@@ -155,8 +152,8 @@ class Server:
     async def shutdown(self) -> None:
         """Stop accepting, close every client with 1001, wait (at most ``SHUTDOWN_TIMEOUT``)
         for their close handshakes and for the last batch to be durable, then close the
-        store. Only a client that does not read holds it for the whole bound: its close
-        frame waits behind what it has not read."""
+        store. A client that lets ``SHUTDOWN_STALL`` pass without taking a byte (one that
+        does not read, or does not answer the close) is dropped on the way: it never will."""
         self.stop()
         await self._close()
 
@@ -183,13 +180,17 @@ class Server:
             self._core.shutdown(loop.time())
             self._flush()
             deadline = loop.time() + SHUTDOWN_TIMEOUT
+            moved: dict[Link, tuple[int, float]] = {}
             while not self._quiet():
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
+                self._drop_stalled(moved)
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), remaining)
+                    await asyncio.wait_for(
+                        self._changed.wait(), min(remaining, _STALL_CHECK)
+                    )
             if self._acceptor is not None:
                 for link in list(self._acceptor.links):
                     link.abort()
@@ -204,6 +205,22 @@ class Server:
             self._store.close()
         finally:
             self._done.set()
+
+    def _drop_stalled(self, moved: dict[Link, tuple[int, float]]) -> None:
+        """Abort each link not lingering whose ``written`` has not moved for
+        ``SHUTDOWN_STALL``; ``moved`` keeps each one's count and when it last changed."""
+        if self._acceptor is None:
+            return
+        now = self._loop.time()
+        for link in list(self._acceptor.links):
+            if link.phase is Phase.LINGER:
+                continue
+            written, since = moved.get(link, (-1, now))
+            if written != link.written:
+                moved[link] = (link.written, now)
+            elif now - since >= SHUTDOWN_STALL:
+                log.debug("connection %d: no close from the peer", link.id)
+                link.abort()
 
     def _quiet(self) -> bool:
         """Every client gone, or sent all we had for it and a FIN (what is left is its own

@@ -90,8 +90,10 @@ class ClientBase(Generic[W]):
     connect_timeout: ClassVar[float] = 10.0
     #: Seconds ``close()`` waits for the server's half of the close handshake.
     close_timeout: ClassVar[float] = 5.0
-    #: Queued outgoing bytes past which a new request waits for them to be written.
+    #: Queued outgoing bytes past which a new request waits for them to be written ...
     high_water: ClassVar[int] = 1024 * 1024
+    #: ... and under which writing is considered caught up again (the asyncio transport's).
+    low_water: ClassVar[int] = 256 * 1024
 
     def __init__(self, url: str, queue: str | None, options: ClientOptions) -> None:
         endpoint = Endpoint.parse(url, queue)

@@ -38,10 +38,12 @@ TLS state, its reader's stack and no buffer while idle, since a reader waits in 
 rather than in a ``recv`` holding a buffer.
 
 A slow consumer never blocks anyone else: its bytes pile up in its own buffer, the writer
-sends them as the socket takes them, and past ``HIGH_WATER`` buffered bytes the core is told
-it is not writable (so it stops delivering to it) until the buffer is back under
-``LOW_WATER``. Past ``READ_STOP`` buffered bytes its reader stops reading, whatever the peer
-sends (pings, bad requests, adds): a peer that never reads cannot grow our memory.
+sends them as the socket takes them, and past the budget's ``high_water`` buffered bytes the
+core is told it is not writable (so it stops delivering to it) until the buffer is back under
+``low_water``. Past ``read_stop`` buffered bytes its reader stops reading, whatever the peer
+sends (pings, bad requests, adds): a peer that never reads cannot grow our memory. The limits
+and timeouts are ``jackrabbit_host.limits``' and ``--memory-budget``'s, as in the asyncio
+shell.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Final
 
-from jackrabbit_core import Config, ConfigError, StoreError
+from jackrabbit_core import Config, StoreError
 from jackrabbit_core import server as core
 from jackrabbit_core.actions import (
     CloseTransport,
@@ -76,7 +78,14 @@ from jackrabbit_core.actions import (
     WriteBatch,
 )
 from jackrabbit_core.storage import Batch, Store
-from jackrabbit_host.cli import bind_error
+from jackrabbit_host.limits import (
+    CLOSE_TIMEOUT,
+    SHUTDOWN_STALL,
+    SHUTDOWN_TIMEOUT,
+    slots,
+    tls_timeout,
+)
+from jackrabbit_host.listeners import listen
 from jackrabbit_host.reads import answer
 from jackrabbit_host.startup import core_server, open_store
 from jackrabbit_host.tls import server_context
@@ -90,29 +99,12 @@ __all__ = ["Server", "serve"]
 
 log = logging.getLogger("jackrabbit.threads")
 
-#: Buffered bytes past which a connection counts as not writable ...
-HIGH_WATER: Final = 1024 * 1024
-#: ... and under which it is writable again.
-LOW_WATER: Final = 256 * 1024
-#: Past this many buffered bytes the shell stops reading from a connection (a producer that
-#: never reads its confirmations cannot grow our memory without bound).
-READ_STOP: Final = 16 * HIGH_WATER
-#: Connections beyond ``max_connections`` still served, so the core can answer them HTTP 503;
-#: beyond these, new sockets are closed at once.
-SPARE_SLOTS: Final = 16
-#: How long a closed connection may take to flush its buffer and see the peer hang up before
-#: its socket is shut down by force.
-CLOSE_TIMEOUT: Final = 5.0
-#: How long a shutdown waits for clients to leave and the last batch to be written ...
-SHUTDOWN_TIMEOUT: Final = 5.0
-#: ... and how long, within that, a connection may go without a byte moving either way before
-#: it is dropped: a client that reads answers the close at once, one that does not never will.
-SHUTDOWN_STALL: Final = 0.5
-#: How long a shutdown then waits for the threads to end.
+#: How long a shutdown waits for the threads to end, after ``SHUTDOWN_TIMEOUT``.
 JOIN_TIMEOUT: Final = 5.0
 #: Bytes asked of a socket per ``recv`` (only once ``poll`` says some are there).
 RECV_SIZE: Final = 64 * 1024
-#: Bytes fed to the core per call: posted calls run between slices.
+#: Bytes fed to the core per call: posted calls (a durable batch, the timer) run between
+#: slices, so a large read does not keep them waiting behind it.
 SLICE: Final = 16 * 1024
 
 
@@ -122,25 +114,11 @@ def serve(config: Config) -> Server:
     context = server_context(config)  # before the store: a bad certificate leaves no --db
     store = open_store(config)
     try:
-        listener = _listen(config)
+        listeners = listen(config)
     except BaseException:
         store.close()
         raise
-    return Server(config, store, context, listener)
-
-
-def _listen(config: Config) -> socket.socket:
-    try:
-        family = socket.getaddrinfo(
-            config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0][0]
-        listener = socket.create_server(
-            (config.host, config.port), family=family, backlog=1024
-        )
-    except OSError as exc:
-        raise ConfigError(bind_error(config, exc)) from None
-    listener.setblocking(False)
-    return listener
+    return Server(config, store, context, listeners)
 
 
 class Server:
@@ -152,12 +130,16 @@ class Server:
     """
 
     def __init__(
-        self, config: Config, store: Store, context: ssl.SSLContext, listener: socket.socket
+        self,
+        config: Config,
+        store: Store,
+        context: ssl.SSLContext,
+        listeners: list[socket.socket],
     ) -> None:
         self.config = config
         self._store = store
         #: The port actually listened on (the real one with ``--port 0``).
-        self.port: int = listener.getsockname()[1]
+        self.port: int = listeners[0].getsockname()[1]
         self._lock = threading.Lock()
         #: Core calls posted by threads that do not wait for ``_lock`` (see the docstring).
         self._posted: collections.deque[Callable[[], None]] = collections.deque()
@@ -168,11 +150,14 @@ class Server:
         self._registry_lock = threading.Lock()
         self._settled = threading.Condition(self._registry_lock)
         self._readers: set[threading.Thread] = set()
+        budget = config.budget
+        self._high_water, self._low_water = budget.high_water, budget.low_water
+        self._read_stop = budget.read_stop
         self._front_door = FrontDoor(
-            listener,
+            listeners,
             context,
-            slots=config.max_connections + SPARE_SLOTS,
-            timeout=config.handshake_timeout,
+            slots=slots(config),
+            timeout=tls_timeout(config),
             held=self._readers.__len__,
             ready=self._admit,
         )
@@ -298,6 +283,7 @@ class Server:
         poller = select.poll()
         poller.register(sock, select.POLLIN)
         raw = b""  # the first turn decrypts what came along with the handshake
+        read_stop = self._read_stop
         while True:
             if not conn.closing:  # once the core closed it, wait for the hang-up, ignore the rest
                 try:
@@ -308,7 +294,7 @@ class Server:
                 if tls.eof:
                     return
             with conn.lock:
-                while (conn.paused or conn.buffered > READ_STOP) and not (
+                while (conn.paused or conn.buffered > read_stop) and not (
                     conn.closing or conn.broken
                 ):
                     conn.readable.wait()
@@ -353,10 +339,10 @@ class Server:
         with conn.lock:
             conn.buffered -= size
             conn.written += size
-            resume = conn.throttled and conn.buffered < LOW_WATER
+            resume = conn.throttled and conn.buffered < self._low_water
             if resume:
                 conn.throttled = False
-            if conn.buffered <= READ_STOP:
+            if conn.buffered <= self._read_stop:
                 conn.readable.notify()
             # While the core watches, every write is reported, not only the one that empties
             # the buffer: a consumer kept busy would otherwise wait for its acks (§8.3).
@@ -460,7 +446,7 @@ class Server:
                 return False
             conn.out.append(data)
             conn.buffered += len(data)
-            throttle = not conn.throttled and conn.buffered > HIGH_WATER
+            throttle = not conn.throttled and conn.buffered > self._high_water
             if throttle:
                 conn.throttled = True
         self._writer.wake(conn)

