@@ -19,7 +19,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from jackrabbit_host.limits import MAX_HANDSHAKES, SPARE_SLOTS as SPARE
+from jackrabbit_host.limits import MAX_HANDSHAKES
+from jackrabbit_host.limits import SPARE_SLOTS as SPARE
 
 from .conftest import HOST, WAIT, Certs, Spawn, eventually, run, running
 

@@ -14,7 +14,6 @@ from typing import cast
 
 import pytest
 
-from jackrabbit_core.config import Budget
 from jackrabbit_asyncio.link import (
     MIN_SLICE,
     RECORD,
@@ -23,6 +22,7 @@ from jackrabbit_asyncio.link import (
     Phase,
     Shared,
 )
+from jackrabbit_core.config import Budget
 
 from .conftest import HOST, Certs, eventually, run
 
