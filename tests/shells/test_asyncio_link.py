@@ -1,5 +1,6 @@
-"""``jackrabbit_asyncio.link.Link`` on its own: one accepted socket with real TLS, its owner a
-recorder, its peer an asyncio TLS client that reads only when told to."""
+"""The asyncio shell's own part, ``jackrabbit_asyncio.link.Link``, on its own: one accepted
+socket with real TLS, its owner a recorder, its peer an asyncio TLS client that reads only
+when told to. (What both shells do is in the other modules of this suite.)"""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -24,11 +25,31 @@ from jackrabbit_asyncio.link import (
 )
 from jackrabbit_core.config import Budget
 
-from .conftest import HOST, Certs, eventually, run
+from ..support import HOST, WAIT, Certs
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.timeout(60)
 
 HIGH_WATER = Budget().high_water
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+    """Run ``coro`` in a fresh event loop, bounded by ``timeout`` seconds."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
+    """Wait until ``predicate()`` is true (polled: for state with no event to wait on)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 @dataclass
@@ -149,7 +170,8 @@ def test_paused_link_reads_nothing_from_the_socket(certs: Certs) -> None:
             payload = b"0123456789abcdef" * (1024 * 1024)  # 16 MiB
             pair.writer.write(payload)
             await eventually(lambda: _kernel_holds_bytes(pair.link.sock))
-            await asyncio.sleep(0.3)  # a quiet window: nothing may be read meanwhile
+            for _ in range(3):  # turns of the loop that would read a readable socket
+                await asyncio.sleep(0)
             assert not owner.data
             assert _kernel_holds_bytes(pair.link.sock)
             pair.link.resume_reading()

@@ -1,5 +1,5 @@
 """What only the asyncio ``Client`` does: it waits for the transport's write buffer to drain.
-The scenarios both clients share run against both in ``tests/clients``."""
+The scenarios both clients share run against both in ``test_runtimes``."""
 
 from __future__ import annotations
 
@@ -8,15 +8,30 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Certs, run, running
+import jackrabbit_asyncio
+from jackrabbit_core import Config
+
+from ..support import HOST, WAIT, Certs
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def test_large_pipelined_adds_wait_for_the_write_buffer(certs: Certs, tmp_path: Path) -> None:
+    """The server runs on the client's own loop, so it cannot read while the client writes:
+    the client's buffer fills, and the adds wait for it."""
+    config = Config(
+        host=HOST,
+        port=0,
+        db=str(tmp_path / "db"),
+        chain_cert=certs.chain,
+        private_key=certs.key,
+        fsync="never",
+    )
+
     async def scenario() -> None:
-        async with running(certs, tmp_path / "db") as server:
-            client = await server.client("big")
+        async with await jackrabbit_asyncio.serve(config) as server:
+            url = f"wss://{HOST}:{server.port}"
+            client = await jackrabbit_asyncio.Client.connect(url, "big", ca=certs.ca)
             link = client._link
             assert link is not None
             paused: list[bool] = []
@@ -33,4 +48,4 @@ def test_large_pipelined_adds_wait_for_the_write_buffer(certs: Certs, tmp_path: 
             assert paused, "9 MB of adds never filled the 1 MiB write buffer"
             await client.close()
 
-    run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), 2 * WAIT))
