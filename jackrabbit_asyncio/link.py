@@ -112,7 +112,7 @@ class Shared:
         self.context = context
         self.events = events
         self.buffer = memoryview(bytearray(READ_SIZE))
-        budget = budget or Budget()
+        budget = budget or Budget.of()
         self.high_water = budget.high_water
         self.low_water = budget.low_water
         self.read_stop = budget.read_stop

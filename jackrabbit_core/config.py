@@ -27,21 +27,23 @@ class Budget:
     server's memory follows how much data it may hold at once; each limit on that is a share
     of one budget, so that one number sets them all (README, "Command line"):
 
-    ==================  =======  =========================================================
-    share               of 64M   what it bounds
-    ==================  =======  =========================================================
-    ``write_buffers``   1/4      RocksDB memtables, all together (two of ``write_buffer``)
-    ``block_cache``     1/16     RocksDB's block cache (index and filter blocks, data)
-    ``read_bytes``      1/8      data in one read of a backlog from the store
-    ``pending_bytes``   1/16     data of one producer's adds not yet durable (then its
-                                 connection is no longer read, protocol §7.1)
-    ``pump_bytes``      1/16     data one pump hands a consumer's transport before its
-                                 write buffer may push back
-    ``high_water``      1/64     bytes queued for one connection past which it counts as
-                                 not writable (read again under ``low_water``, 1/256)
-    ``read_stop``       1/4      bytes queued for one connection past which the shell reads
-                                 nothing more from it, whatever it sends
-    ==================  =======  =========================================================
+    ==================  ======  =========  ==============================================
+    share               of it   at 64 MiB  what it bounds
+    ==================  ======  =========  ==============================================
+    ``write_buffers``   1/4     16 MiB     RocksDB's memtables, all together (two of
+                                           ``write_buffer``, 1/8)
+    ``block_cache``     1/16    4 MiB      RocksDB's block cache (index, filters, data)
+    ``read_bytes``      1/8     8 MiB      data in one read of a backlog from the store
+    ``pending_bytes``   1/16    4 MiB      data of one producer's adds not yet durable
+                                           (then it is no longer read, protocol §7.1)
+    ``pump_bytes``      1/16    4 MiB      data one pump hands a consumer's transport
+                                           before its write buffer may push back
+    ``high_water``      1/64    1 MiB      bytes queued for one connection past which it
+                                           is not writable (again under ``low_water``,
+                                           1/256: 256 KiB)
+    ``read_stop``       1/4     16 MiB     bytes queued for one connection past which the
+                                           shell reads nothing more from it
+    ==================  ======  =========  ==============================================
 
     The store's shares and one read are held once; the others are per connection, and only
     a connection that is busy that way holds them (an idle one holds none). So the peak is
@@ -49,44 +51,33 @@ class Budget:
     consumer at full speed 1/16 + 1/64; ``read_stop`` only bounds a peer that never reads.
     """
 
-    total: int = DEFAULT_MEMORY_BUDGET
+    total: int
+    write_buffers: int
+    #: One RocksDB memtable: two fit in ``write_buffers``.
+    write_buffer: int
+    block_cache: int
+    read_bytes: int
+    pending_bytes: int
+    pump_bytes: int
+    high_water: int
+    low_water: int
+    read_stop: int
 
-    @property
-    def write_buffers(self) -> int:
-        return self.total // 4
-
-    @property
-    def write_buffer(self) -> int:
-        """One RocksDB memtable: two fit in ``write_buffers``."""
-        return self.total // 8
-
-    @property
-    def block_cache(self) -> int:
-        return self.total // 16
-
-    @property
-    def read_bytes(self) -> int:
-        return self.total // 8
-
-    @property
-    def pending_bytes(self) -> int:
-        return self.total // 16
-
-    @property
-    def pump_bytes(self) -> int:
-        return self.total // 16
-
-    @property
-    def high_water(self) -> int:
-        return self.total // 64
-
-    @property
-    def low_water(self) -> int:
-        return self.total // 256
-
-    @property
-    def read_stop(self) -> int:
-        return self.total // 4
+    @classmethod
+    def of(cls, total: int = DEFAULT_MEMORY_BUDGET) -> Budget:
+        """``total`` bytes split as the table above says."""
+        return cls(
+            total=total,
+            write_buffers=total // 4,
+            write_buffer=total // 8,
+            block_cache=total // 16,
+            read_bytes=total // 8,
+            pending_bytes=total // 16,
+            pump_bytes=total // 16,
+            high_water=total // 64,
+            low_water=total // 256,
+            read_stop=total // 4,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,4 +110,4 @@ class Config:
     @property
     def budget(self) -> Budget:
         """``memory_budget`` split into its shares."""
-        return Budget(self.memory_budget)
+        return Budget.of(self.memory_budget)

@@ -239,7 +239,7 @@ class RocksStore:
         if not os.access(path, os.W_OK | os.X_OK):
             raise StoreError(f"cannot open the store at {path!r}: the directory is not writable")
         try:
-            db = Rdict(path, _options(budget or Budget()))
+            db = Rdict(path, _options(budget or Budget.of()))
         except Exception as exc:
             raise _open_error(path, exc) from exc
         return cls(db, path, fsync)

@@ -11,6 +11,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import trustme
 
@@ -38,6 +39,9 @@ def write_certs(folder: Path, ca: trustme.CA | None = None) -> Certs:
         for blob in cert.cert_chain_pems:
             chain.write(blob.bytes())
     return paths
+
+
+P = TypeVar("P", bound="ServerProcess")
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -102,13 +106,56 @@ class ServerProcess:
             if stream is not None:
                 stream.close()
 
+    def _status(self, field: str) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise AssertionError(f"no {field} line")
+
     def threads(self) -> int:
         """The process's thread count, from /proc."""
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        for line in status.splitlines():
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-        raise AssertionError("no Threads line")
+        return self._status("Threads")
+
+    def rss_mb(self) -> float:
+        """The process's resident memory in MB, from /proc."""
+        return self._status("VmRSS") / 1024
+
+    def fds(self) -> int:
+        """The process's open file descriptors, from /proc."""
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+
+class Programs:
+    """Runs ``python -m MODULE`` in ``cwd``: servers (each killed by ``kill_all``) and
+    commands run to completion."""
+
+    def __init__(self, module: str, cwd: Path) -> None:
+        self.module = module
+        self.cwd = cwd
+        self.started: list[ServerProcess] = []
+
+    def track(self, process: P) -> P:
+        """Have ``kill_all`` kill ``process`` too."""
+        self.started.append(process)
+        return process
+
+    def server(self, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
+        return self.track(ServerProcess(self.module, *args, cwd=self.cwd, env=env))
+
+    def run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return run_module(self.module, *args, cwd=cwd or self.cwd)
+
+    def kill_all(self) -> None:
+        for process in self.started:
+            process.kill()
+
+
+def server_flags(certs: Certs, db: Path, *extra: str) -> list[str]:
+    """Flags for a server on 127.0.0.1, a free port, ``db`` and the test certificates."""
+    return [
+        "--host", HOST, "--port", "0", "--db", str(db),
+        "--chain-cert", certs.chain, "--private-key", certs.key, "--fsync", "never", *extra,
+    ]  # fmt: skip
 
 
 def run_module(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ..support import Certs, ServerProcess, run_module, write_certs
+from ..support import Certs, Programs, write_certs
 
 SHELLS = ("jackrabbit_asyncio", "jackrabbit_threads")
 
@@ -25,40 +25,11 @@ def shell(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-class Programs:
-    """Runs the shell's program in ``cwd``: servers (killed at the end) and commands."""
-
-    def __init__(self, shell: str, cwd: Path) -> None:
-        self.shell = shell
-        self.cwd = cwd
-        self.started: list[ServerProcess] = []
-
-    def server(self, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
-        process = ServerProcess(self.shell, *args, cwd=self.cwd, env=env)
-        self.started.append(process)
-        return process
-
-    def run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return run_module(self.shell, *args, cwd=cwd or self.cwd)
-
-    def kill_all(self) -> None:
-        for process in self.started:
-            process.kill()
-
-
 @pytest.fixture
 def programs(shell: str, tmp_path: Path) -> Iterator[Programs]:
     started = Programs(shell, tmp_path)
     yield started
     started.kill_all()
-
-
-def server_flags(certs: Certs, db: Path, *extra: str) -> list[str]:
-    """Flags for a server on 127.0.0.1, a free port, ``db`` and the test certificates."""
-    return [
-        "--host", "127.0.0.1", "--port", "0", "--db", str(db),
-        "--chain-cert", certs.chain, "--private-key", certs.key, "--fsync", "never", *extra,
-    ]  # fmt: skip
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], status: int) -> str:

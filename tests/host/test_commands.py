@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ..support import WAIT, Certs
-from .conftest import Programs, one_line_error, server_flags
+from ..support import WAIT, Certs, Programs, server_flags
+from .conftest import one_line_error
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -22,12 +22,12 @@ pytestmark = pytest.mark.timeout(90)
 def test_help_names_the_program_and_the_commands(programs: Programs) -> None:
     result = programs.run("--help")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"usage: python -m {programs.shell} ")
-    assert f"python -m {programs.shell} add" in result.stdout
-    assert f"python -m {programs.shell} take" in result.stdout
+    assert result.stdout.startswith(f"usage: python -m {programs.module} ")
+    assert f"python -m {programs.module} add" in result.stdout
+    assert f"python -m {programs.module} take" in result.stdout
     take = programs.run("take", "--help")
     assert take.returncode == 0, take.stderr
-    assert take.stdout.startswith(f"usage: python -m {programs.shell} take ")
+    assert take.stdout.startswith(f"usage: python -m {programs.module} take ")
     prefetch = " ".join(take.stdout.split("\n  --prefetch N", 1)[1].split())
     assert prefetch.startswith("most messages delivered and not yet acknowledged")
     assert "(default 1000, the server's)" in prefetch
@@ -116,7 +116,7 @@ def test_dev_try_lines_work_from_any_directory(programs: Programs, tmp_path: Pat
     ca = tmp_path / "devdb" / "dev-certs" / "ca.pem"
     assert server.line() == f"dev CA certificate: {ca}"
     add_line, take_line = server.line(), server.line()
-    assert add_line.startswith(f"try: python -m {programs.shell} add ")
+    assert add_line.startswith(f"try: python -m {programs.module} add ")
     assert f"--ca {ca} " in add_line and take_line.endswith(f"--ca {ca}")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

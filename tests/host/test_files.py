@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from ..support import Certs, ServerProcess, write_certs
-from .conftest import Programs, one_line_error, server_flags
+from ..support import Certs, Programs, ServerProcess, server_flags, write_certs
+from .conftest import one_line_error
 
 pytestmark = pytest.mark.timeout(60)
 

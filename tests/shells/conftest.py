@@ -17,7 +17,6 @@ a standard library module can shadow it.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +31,15 @@ import jackrabbit_threads
 from jackrabbit_core import Config
 from jackrabbit_threads import Client
 
-from ..support import HOST, WAIT, Certs, ServerProcess, run_module, write_certs
+from ..support import (
+    HOST,
+    WAIT,
+    Certs,
+    Programs,
+    ServerProcess,
+    server_flags,
+    write_certs,
+)
 
 
 @dataclass(frozen=True)
@@ -168,8 +175,7 @@ def start(shell: Shell, certs: Certs, tmp_path: Path) -> Iterator[Start]:
 
 
 class Spawned(ServerProcess):
-    """``python -m jackrabbit_<shell>`` with its stdout lines on a queue, and what /proc says
-    of it."""
+    """``python -m jackrabbit_<shell>``, and how to reach it once ready."""
 
     def __init__(self, shell: Shell, *args: str, cwd: Path, env: dict[str, str] | None) -> None:
         super().__init__(shell.module, *args, cwd=cwd, env=env)
@@ -190,43 +196,17 @@ class Spawned(ServerProcess):
     def client(self, queue: str = "default", **kwargs: Any) -> Client:
         return Client.connect(self.url, queue, ca=self.ca, **kwargs)
 
-    def _status(self, field: str) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        raise AssertionError(f"no {field} line")
-
-    def rss_mb(self) -> float:
-        """Resident memory in MB."""
-        return self._status("VmRSS") / 1024
-
-    def fds(self) -> int:
-        """Open file descriptors."""
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
-
-
-def server_flags(certs: Certs, db: Path, *extra: str) -> list[str]:
-    """A server on 127.0.0.1, a free port, ``db`` and the test certificates."""
-    return [
-        "--host", HOST, "--port", "0", "--db", str(db),
-        "--chain-cert", certs.chain, "--private-key", certs.key, "--fsync", "never", *extra,
-    ]  # fmt: skip
-
-
-class Spawner:
+class Spawner(Programs):
     """``spawn(*flags, env=None)``: a server process with a fresh db and the test certificates,
     once it is ready; ``spawn.raw(*args)``: one started with ``args`` alone."""
 
     def __init__(self, shell: Shell, certs: Certs, cwd: Path) -> None:
+        super().__init__(shell.module, cwd)
         self.shell = shell
         self.certs = certs
-        self.cwd = cwd
-        self.started: list[Spawned] = []
 
     def raw(self, *args: str, env: dict[str, str] | None = None) -> Spawned:
-        process = Spawned(self.shell, *args, cwd=self.cwd, env=env)
-        self.started.append(process)
-        return process
+        return self.track(Spawned(self.shell, *args, cwd=self.cwd, env=env))
 
     def __call__(self, *flags: str, env: dict[str, str] | None = None) -> Spawned:
         db = self.cwd / f"db{len(self.started)}"
@@ -238,10 +218,4 @@ def spawn(shell: Shell, certs: Certs, tmp_path: Path) -> Iterator[Spawner]:
     """Servers in processes of their own (``Spawner``); all are killed at the end."""
     spawner = Spawner(shell, certs, tmp_path)
     yield spawner
-    for process in spawner.started:
-        process.kill()
-
-
-def run_cli(shell: Shell, *args: str, cwd: Path) -> Any:
-    """``python -m jackrabbit_<shell> ARGS`` to completion."""
-    return run_module(shell.module, *args, cwd=cwd)
+    spawner.kill_all()

@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 pytestmark = pytest.mark.timeout(60)
 
-HIGH_WATER = Budget().high_water
+HIGH_WATER = Budget.of().high_water
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:

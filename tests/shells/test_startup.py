@@ -17,8 +17,8 @@ import trustme
 from jackrabbit_core.client import Subscribed
 from jackrabbit_threads import Client
 
-from ..support import HOST, Certs, write_certs
-from .conftest import Shell, Spawner, run_cli, server_flags
+from ..support import HOST, Certs, server_flags, write_certs
+from .conftest import Spawner
 from .wire import Peer
 
 pytestmark = pytest.mark.timeout(60)
@@ -60,11 +60,11 @@ CASES: dict[str, Callable[[Path, Certs], tuple[list[str], list[str]]]] = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_what_cannot_start_is_one_line_and_exit_2(
-    shell: Shell, certs: Certs, tmp_path: Path, case: str
+    spawn: Spawner, certs: Certs, tmp_path: Path, case: str
 ) -> None:
     (tmp_path / "a-file").write_text("not a directory")
     flags, needles = CASES[case](tmp_path, certs)
-    result = run_cli(shell, *flags, cwd=tmp_path)
+    result = spawn.run(*flags)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -73,10 +73,12 @@ def test_what_cannot_start_is_one_line_and_exit_2(
         assert needle in lines[0], lines[0]
 
 
-def test_a_port_in_use_is_one_line_and_exit_2(shell: Shell, certs: Certs, tmp_path: Path) -> None:
+def test_a_port_in_use_is_one_line_and_exit_2(
+    spawn: Spawner, certs: Certs, tmp_path: Path
+) -> None:
     taken, port = _taken_port()
     with taken:
-        result = run_cli(shell, *_flags_with(tmp_path, certs, port=port), cwd=tmp_path)
+        result = spawn.run(*_flags_with(tmp_path, certs, port=port))
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert "already in use" in line and port in line
