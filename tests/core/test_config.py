@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from jackrabbit_core.config import Config
+from jackrabbit_core.config import MIB, Budget, Config
 from jackrabbit_core.envelope import DEFAULT_PREFETCH, MAX_PREFETCH
 from jackrabbit_core.exceptions import ConfigError
 from jackrabbit_core.routes import queue_for
@@ -53,8 +53,36 @@ def test_dev_binds_loopback_8443_unless_told_otherwise() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "size"),
+    [("64MiB", 64 * MIB), ("64M", 64 * MIB), ("128m", 128 * MIB), ("1G", 1024 * MIB),
+     ("8192KiB", 8 * MIB), ("67108864", 64 * MIB), ("1.5GiB", 1536 * MIB)],
+)  # fmt: skip
+def test_memory_budget_sizes(text: str, size: int) -> None:
+    assert parse_args(["--memory-budget", text]).memory_budget == size
+
+
+def test_the_default_budget_keeps_the_limits_measured_before_it() -> None:
+    """At 64 MiB the shares are the constants they replaced (and full throughput)."""
+    budget = parse_args([]).budget
+    assert budget == Budget.of(64 * MIB)
+    store = (budget.write_buffers, budget.write_buffer, budget.block_cache)
+    assert store == (16 * MIB, 8 * MIB, 4 * MIB)
+    in_flight = (budget.read_bytes, budget.pending_bytes, budget.pump_bytes)
+    assert in_flight == (8 * MIB, 4 * MIB, 4 * MIB)
+    buffers = (budget.high_water, budget.low_water, budget.read_stop)
+    assert buffers == (MIB, MIB // 4, 16 * MIB)
+    # Every share follows the budget.
+    half = Budget.of(32 * MIB)
+    assert all(getattr(half, name) * 2 == getattr(budget, name) for name in Budget.__slots__)
+
+
+@pytest.mark.parametrize(
     "argv",
     [
+        ["--memory-budget", "7MiB"],
+        ["--memory-budget", "64X"],
+        ["--memory-budget", "lots"],
+        ["--memory-budget", "infG"],
         ["--port", "70000"],
         ["--fsync", "sometimes"],
         ["--heartbeat", "0"],

@@ -432,6 +432,24 @@ def test_producer_backpressure_pauses_and_resumes_reading() -> None:
     world.close()
 
 
+def test_the_budget_bounds_the_bytes_a_producer_has_in_flight() -> None:
+    """At the smallest budget a producer may have 512 KiB of adds not yet durable: the fourth
+    128 KiB add stops its connection being read, until the batches are written."""
+    world = World(auto_write=False, memory_budget=8 * 1024 * 1024)
+    producer = opened(world)
+    for _ in range(3):
+        producer.protocol.add(bytes(128 * 1024))
+    world.flush(producer)
+    assert not producer.paused
+    producer.protocol.add(bytes(128 * 1024))
+    world.flush(producer)
+    assert producer.paused
+    while world.held:
+        world.release()
+    assert not producer.paused
+    world.close()
+
+
 def test_a_producer_that_does_not_read_is_not_read_either(world: World) -> None:
     producer = opened(world)
     world.server.set_writable(producer.conn, False, world.now)
