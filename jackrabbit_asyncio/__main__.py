@@ -1,5 +1,5 @@
 """``python -m jackrabbit_asyncio`` (and the ``jackrabbit`` script): the server, or the
-``add`` / ``take`` terminal commands.
+``add`` / ``take`` terminal commands, or the ``token`` command.
 
 The command line, the ready line, the ``--dev`` banner and the error messages all come from
 ``jackrabbit_host.cli`` (and ``jackrabbit_host.tls`` for certificate files), so this shell and
@@ -14,6 +14,7 @@ import ssl
 import sys
 
 from jackrabbit_core import Config, JackrabbitError
+from jackrabbit_host.access import TokenCommand, run_token
 from jackrabbit_host.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return report(prog, exc, EXIT_USAGE)
     if isinstance(command, AddCommand | TakeCommand):
         return _client(command, prog)
+    if isinstance(command, TokenCommand):
+        return run_token(command)
     use_private_umask()
     try:
         return asyncio.run(_serve(command.config, prog))
@@ -59,6 +62,7 @@ async def _serve(config: Config, prog: str) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, server.stop)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
     sys.setswitchinterval(SWITCH_INTERVAL)
     announce(config, server.port, prog)
     try:

@@ -13,6 +13,7 @@ TLS handshake done              ``connect(now)`` (a failed handshake never reach
 ``pause_`` / ``resume_writing`` ``set_writable(conn, False / True, now)``
 the timer fires                 ``handle_timer(now)``
 the writer finished a batch     ``batch_written(now)`` or ``batch_failed(reason, now)``
+SIGHUP (``reload``)             ``set_access(policy, now)`` (with ``--auth``)
 SIGTERM / SIGINT                ``shutdown(now)``
 ==============================  ==================================================================
 
@@ -43,6 +44,7 @@ from typing import Any, Final, cast
 
 from jackrabbit_core import Config, ConfigError
 from jackrabbit_core import server as core
+from jackrabbit_core.access import AccessPolicy
 from jackrabbit_core.actions import (
     CloseTransport,
     FindKey,
@@ -54,6 +56,7 @@ from jackrabbit_core.actions import (
     WriteBatch,
 )
 from jackrabbit_core.storage import Batch, Store
+from jackrabbit_host.access import AuditLog, load_access, reload_settings, remote_of
 from jackrabbit_host.cli import bind_error
 from jackrabbit_host.reads import answer
 from jackrabbit_host.startup import open_store
@@ -89,9 +92,10 @@ async def serve(config: Config) -> Server:
     that will run the server.
     """
     context = server_context(config)  # before the store: a bad certificate leaves no --db
+    access = load_access(config)  # and so does a bad --auth file
     store = open_store(config)
     try:
-        server = Server(config, store, context)
+        server = Server(config, store, context, access)
         await server._listen()
     except BaseException:
         store.close()
@@ -204,7 +208,13 @@ class Server:
     a process-wide setting, left to the program that embeds the server.
     """
 
-    def __init__(self, config: Config, store: Store, context: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        context: ssl.SSLContext,
+        access: AccessPolicy | None = None,
+    ) -> None:
         self.config = config
         #: The port actually listened on (the real one with ``--port 0``); set by ``serve``.
         self.port = 0
@@ -217,6 +227,8 @@ class Server:
             new_id=uuid4_bytes_factory(),
             clock_ms=lambda: time.time_ns() // 1_000_000,
             now=self._loop.time(),
+            access=access,
+            audit=AuditLog(),
         )
         self._listener: asyncio.Server | None = None
         #: Connections the core knows, by core id.
@@ -267,6 +279,14 @@ class Server:
     def stop(self) -> None:
         """Ask ``serve_forever`` to shut down and return. Call it on the loop's thread."""
         self._stopping.set()
+
+    def reload(self) -> None:
+        """SIGHUP: reload the certificate files and the ``--auth`` file (protocol §10.9).
+        Call it on the loop's thread."""
+        policy = reload_settings(self.config, self._context)
+        if policy is not None:
+            self._core.set_access(policy, self._loop.time())
+            self._flush()
 
     async def shutdown(self) -> None:
         """Stop accepting, close every client with 1001, wait (at most ``SHUTDOWN_TIMEOUT``)
@@ -326,8 +346,12 @@ class Server:
     # -- connections ----------------------------------------------------------------------
 
     def _opened(self, connection: _Connection) -> int:
-        assert connection.transport is not None
-        conn_id = self._core.connect(self._loop.time())
+        transport = connection.transport
+        assert transport is not None
+        address, subject = remote_of(
+            transport.get_extra_info("peername"), transport.get_extra_info("peercert")
+        )
+        conn_id = self._core.connect(self._loop.time(), address, subject)
         self._connections.add(connection)
         self._by_id[conn_id] = connection
         self._flush()

@@ -3,6 +3,7 @@ threads or clock reads. Both runtime shells drive ``Server`` (and clients ``Clie
 see ``server.py`` for the calling contract and ``docs/protocol.md`` for the rules.
 """
 
+from .access import AccessPolicy, Caller, Denial, Grant, Principal
 from .actions import (
     Action,
     CloseTransport,
@@ -17,24 +18,27 @@ from .actions import (
 from .client import ClientProtocol
 from .config import Config
 from .exceptions import ConfigError, InvalidState, JackrabbitError, StoreError
-from .server import Authenticator, Refusal, Server
+from .server import Server
 from .storage import Batch, QueueRecord, Store
 
 __all__ = [
+    "AccessPolicy",
     "Action",
-    "Authenticator",
     "Batch",
+    "Caller",
     "ClientProtocol",
     "CloseTransport",
     "Config",
     "ConfigError",
+    "Denial",
     "FindKey",
+    "Grant",
     "InvalidState",
     "JackrabbitError",
     "PauseReading",
+    "Principal",
     "QueueRecord",
     "ReadMessages",
-    "Refusal",
     "ResumeReading",
     "Send",
     "Server",

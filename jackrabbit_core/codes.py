@@ -16,6 +16,7 @@ ErrorCode = Literal[
     "bad_ack",
     "no_standby",
     "unavailable",
+    "forbidden",
 ]
 
 BAD_REQUEST: Final = "bad_request"
@@ -27,6 +28,8 @@ BAD_ACK: Final = "bad_ack"
 NO_STANDBY: Final = "no_standby"
 #: The store failed to write: the add was not stored and may be retried.
 UNAVAILABLE: Final = "unavailable"
+#: The connection's principal lacks the grant the request needs (protocol §10.5).
+FORBIDDEN: Final = "forbidden"
 
 # WebSocket close codes (RFC 6455 §7.4.1), protocol §2.4.
 CLOSE_NORMAL: Final = 1000

@@ -34,6 +34,12 @@ class Config:
     max_pending_adds: int = 10_000
     #: ... and the bytes of data in them (whichever limit comes first).
     max_pending_bytes: int = 4 * MIB
+    #: The ``--auth`` file (protocol §10); None: anyone may do anything.
+    auth: str | None = None
+    #: ``--client-ca``: the CA that client certificates are verified against.
+    client_ca: str | None = None
+    #: ``--allow-origin``: the web origins whose pages may open WebSockets; empty: any.
+    allow_origins: tuple[str, ...] = ()
 
     @property
     def dead_after(self) -> float:

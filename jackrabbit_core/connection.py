@@ -62,6 +62,8 @@ class HttpRequest:
 
     method: str
     target: str
+    #: Its headers (names lowercased), for the endpoints that need credentials (§10.4).
+    headers: Headers = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +216,7 @@ class Connection:
 
     def _receive_http(self, data: bytes) -> list[ConnectionEvent]:
         if self._request is not None:
-            raise InvalidState("data fed before the request was answered")
+            return self._early(self._request, data)
         held = self._in
         if held is None:
             held = self._in = bytearray()
@@ -233,7 +235,8 @@ class Connection:
         headers = tuple(request.headers)
         if not http1.is_upgrade(headers):
             self._in = None  # a body is never read (protocol §1.2)
-            self._request = HttpRequest(request.method.decode("ascii", "replace"), target)
+            method = request.method.decode("ascii", "replace")
+            self._request = HttpRequest(method, target, headers)
             return [self._request]
         malformed = http1.check_upgrade(request)
         if malformed is not None:
@@ -242,6 +245,26 @@ class Connection:
             self._in = None
         self._request = UpgradeRequest(target, headers, _subprotocols(headers))
         return [self._request]
+
+    def _early(
+        self, request: HttpRequest | UpgradeRequest, data: bytes
+    ) -> list[ConnectionEvent]:
+        """Bytes that came while the request waits for its answer, which the server may give
+        later (a ``/metrics`` body being rendered, a slowed-down address, protocol §10.7).
+
+        After a plain request they are never read (protocol §1.2). After an upgrade request
+        they are the first frames, kept for ``accept``, up to ``MAX_HEAD_BYTES``: a client has
+        no business sending more before it is answered, and is refused with 400 if it does.
+        """
+        if isinstance(request, HttpRequest):
+            return []
+        held = self._in
+        if held is None:
+            held = self._in = bytearray()
+        if len(held) + len(data) > MAX_HEAD_BYTES:
+            return self._refuse(HttpError(400, "too much data before the upgrade was answered"))
+        held += data
+        return []
 
     def _refuse(self, error: HttpError) -> list[ConnectionEvent]:
         self.respond(error.status, f"{error.reason}\n".encode(), headers=error.headers)

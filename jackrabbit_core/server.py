@@ -6,7 +6,7 @@ carries out ``actions()``:
 ===========================================  ==============================================
 shell event                                  call
 ===========================================  ==============================================
-a TCP+TLS connection is established          ``conn = server.connect(now)``
+a TCP+TLS connection is established          ``conn = server.connect(now, address, subject)``
 bytes arrived on it                          ``server.receive_data(conn, data, now)``
 the peer closed it, or it broke              ``server.receive_eof(conn, now)``
 its write buffer filled / drained            ``server.set_writable(conn, False/True, now)``
@@ -15,6 +15,7 @@ the timer fired                              ``server.handle_timer(now)``
 a ``WriteBatch`` is durable / failed         ``server.batch_written(now)`` / ``batch_failed()``
 a ``ReadMessages``/``FindKey`` is answered   ``server.read_done(ticket, messages, now)`` /
                                              ``read_failed(ticket, reason, now)``
+SIGHUP re-read the ``--auth`` file            ``server.set_access(policy, now)``
 SIGTERM or SIGINT                            ``server.shutdown(now)``
 ===========================================  ==============================================
 
@@ -25,10 +26,12 @@ itself reads no clock and makes no randomness. The store is the shell's: the cor
 the ``QueueRecord``\\ s it recovered and asks for every write and read as an action.
 
 The parts, each owning its state (``docs/architecture.md``): ``front.FrontDoor`` answers plain
-HTTP and admits upgrades; ``appends.Appends`` numbers and confirms adds; ``deliveries.Deliveries``
-runs every queue's consumer line; ``journal.Journal`` batches the writes. This facade keeps the
+HTTP and admits upgrades, deciding who may do what (``access``, protocol §10);
+``appends.Appends`` numbers and confirms adds; ``deliveries.Deliveries`` runs every queue's
+consumer line; ``journal.Journal`` batches the writes. This facade keeps the
 connections, routes requests to the parts, and is the one path that queues bytes for a
-connection (``_say``).
+connection (``_say``). It checks each command against what its connection may do, one set
+lookup cached per connection (protocol §10.5).
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from . import codes, envelope
+from . import access, codes, envelope
+from .access import NOTHING, AccessPolicy, Audit, Caller, Denial
 from .actions import (
     Action,
     CloseTransport,
@@ -61,14 +65,25 @@ from .connection import (
 )
 from .deliveries import Deliveries
 from .envelope import Dialect
-from .front import Admit, Authenticator, FrontDoor, Refusal, Reply
+from .exceptions import InvalidState
+from .front import Admit, FrontDoor, Hold, Remote, Reply
 from .journal import Journal
 from .metrics import Counters
-from .records import StoredMessage
+from .records import Req, StoredMessage
 from .storage import QueueRecord
 from .voices import ORIGINAL, Answer, Frames, Hangup, Speech, Voice, voice_of
 
-__all__ = ["Authenticator", "Refusal", "Server"]
+__all__ = ["Server"]
+
+#: The action each command needs (protocol §10.2).
+_NEEDS: dict[type, access.Action] = {
+    envelope.Add: "produce",
+    envelope.Take: "consume",
+    envelope.Ack: "consume",
+    envelope.Handover: "consume",
+}
+#: Where a connection comes from when the shell did not say, or it does not matter.
+_NOWHERE = Remote("")
 
 
 @dataclass(slots=True)
@@ -76,9 +91,15 @@ class _Session:
     """What the server knows of an upgraded connection."""
 
     queue: str
+    #: What it may do on ``queue`` (protocol §10.5): one of ``access``'s shared sets.
+    allowed: frozenset[access.Action]
+    #: Who it is, with ``--auth``: to find it again under a new policy (``set_access``).
+    caller: Caller | None = None
     #: How to speak to it: set by its first request (one connection, one dialect, §8.4).
     voice: Voice | None = None
     consumer: bool = False
+    #: It has added a message: it uses ``produce`` (``set_access``).
+    producer: bool = False
     #: The shell's write buffer for it is full: it does not read what we send.
     unwritable: bool = False
     reading_paused: bool = False
@@ -102,8 +123,11 @@ class Server:
         new_id: Callable[[], bytes],
         clock_ms: Callable[[], int],
         now: float,
-        authenticate: Authenticator | None = None,
+        access: AccessPolicy | None = None,
+        audit: Audit | None = None,
     ) -> None:
+        """``access``: the ``--auth`` policy (None: anyone may do anything); ``audit`` is
+        called with each refusal by access control, for the shell to log (protocol §10.6)."""
         self.config = config
         self.counters = counters = Counters()
         self._now = now
@@ -129,7 +153,16 @@ class Server:
             max_message_bytes=config.max_message_bytes,
             tickets=tickets,
         )
-        self._front = FrontDoor(counters, authenticate, self._deliveries.states)
+        self._front = FrontDoor(
+            counters,
+            self._deliveries.states,
+            access=access,
+            origins=config.allow_origins,
+            audit=audit,
+        )
+        #: Where each connection comes from, kept only when access control needs it.
+        self._remotes: dict[int, Remote] = {}
+        self._keep_remotes = access is not None or bool(config.allow_origins)
         self._collecting = False
         self._next_conn = 1
         self._conns: dict[int, Connection] = {}
@@ -146,11 +179,18 @@ class Server:
 
     # -- the shell's verbs ---------------------------------------------------------------
 
-    def connect(self, now: float) -> int:
-        """A new transport is up; returns its connection id for the other calls."""
+    def connect(self, now: float, address: str = "", subject: str | None = None) -> int:
+        """A new transport is up; returns its connection id for the other calls.
+
+        ``address`` is the peer's IP address (no port) and ``subject`` the subject of the
+        client certificate the TLS layer verified, if one was presented, in
+        ``jackrabbit_host.subjects`` form (protocol §10.3).
+        """
         self._now = now
         conn_id = self._next_conn
         self._next_conn += 1
+        if self._keep_remotes:
+            self._remotes[conn_id] = Remote(address, subject)
         self._conns[conn_id] = Connection(
             conn_id, now, max_message_bytes=self.config.max_message_bytes
         )
@@ -251,6 +291,15 @@ class Server:
     def handle_timer(self, now: float) -> None:
         """The timer set at ``next_deadline()`` fired (early or late is fine)."""
         self._now = now
+        for conn_id, request, _ in self._front.release(now):
+            conn = self._conns.get(conn_id)
+            if conn is None or conn.phase is not Phase.HTTP:
+                continue  # it went away, or timed out, while held
+            self._dirty[conn_id] = conn
+            if isinstance(request, UpgradeRequest):
+                self._upgrade(conn, request, released=True)
+            else:
+                self._http(conn, request, released=True)
         if self._front.busy:
             done = self._front.step()
             if done is not None:
@@ -270,7 +319,11 @@ class Server:
         if self._front.busy:
             return self._now
         deadline = self._next_sweep
-        for when in (self._deliveries.next_deadline(self._now), self._journal.deadline()):
+        for when in (
+            self._deliveries.next_deadline(self._now),
+            self._journal.deadline(),
+            self._front.deadline(),
+        ):
             if when is not None and when < deadline:
                 deadline = when
         return deadline
@@ -285,6 +338,39 @@ class Server:
         for conn in list(self._conns.values()):
             self._dirty[conn.id] = conn
             self._handle(conn, conn.close(codes.CLOSE_GOING_AWAY, "server shutting down"))
+
+    def set_access(self, policy: AccessPolicy, now: float) -> None:
+        """Judge by ``policy`` from now on (the shell re-read the ``--auth`` file on SIGHUP,
+        protocol §10.9). New requests are decided by it; each open connection is judged again
+        by the credentials it was admitted with: one that lost an action it has used (it
+        added, or it took), or every action on its queue, is closed with 1008
+        ``access revoked``; the others carry on with what the new policy allows them.
+
+        Only for a server started with a policy (``InvalidState`` otherwise).
+        """
+        self._now = now
+        front = self._front
+        if front.access is None:
+            raise InvalidState("set_access() needs a server started with an access policy")
+        front.access = policy
+        for conn_id, session in list(self._sessions.items()):
+            remote = self._remotes.get(conn_id, _NOWHERE)
+            token = None if session.caller is None else session.caller.token
+            caller = policy.recognize(token, remote.subject)
+            allowed = NOTHING if caller is None else caller.actions_on(session.queue)
+            if (
+                not allowed
+                or (session.producer and "produce" not in allowed)
+                or (session.consumer and "consume" not in allowed)
+            ):
+                who = None if session.caller is None else session.caller.name
+                front.denied(
+                    Denial("revoked", remote.address, who, session.queue, "access revoked")
+                )
+                self._say(conn_id, Hangup(codes.CLOSE_POLICY_VIOLATION, "access revoked"))
+            else:
+                session.allowed, session.caller = allowed, caller
+        self._collect()
 
     @property
     def idle(self) -> bool:
@@ -334,19 +420,37 @@ class Server:
             elif isinstance(event, Disconnected):
                 self._disconnected(conn)
 
-    def _http(self, conn: Connection, request: HttpRequest) -> None:
-        """Plain HTTP requests (protocol §1.2)."""
-        reply = self._front.request(conn.id, request, self._over_capacity(conn), len(self._conns))
-        if reply is not None:
+    def _http(self, conn: Connection, request: HttpRequest, *, released: bool = False) -> None:
+        """Plain HTTP requests (protocol §1.2, §10.4)."""
+        reply = self._front.request(
+            conn.id,
+            request,
+            self._over_capacity(conn),
+            len(self._conns),
+            self._remotes.get(conn.id, _NOWHERE),
+            self._now,
+            released=released,
+        )
+        if isinstance(reply, Reply):
             self._reply(conn, reply)
 
-    def _upgrade(self, conn: Connection, request: UpgradeRequest) -> None:
-        """WebSocket upgrades (protocol §1.3, §1.4)."""
-        decision = self._front.upgrade(request, self._over_capacity(conn))
+    def _upgrade(
+        self, conn: Connection, request: UpgradeRequest, *, released: bool = False
+    ) -> None:
+        """WebSocket upgrades (protocol §1.3, §10.4)."""
+        decision = self._front.upgrade(
+            conn.id,
+            request,
+            self._over_capacity(conn),
+            self._remotes.get(conn.id, _NOWHERE),
+            self._now,
+            released=released,
+        )
         if isinstance(decision, Admit):
-            self._sessions[conn.id] = _Session(decision.queue)
+            session = _Session(decision.queue, decision.allowed, decision.caller)
+            self._sessions[conn.id] = session
             self._handle(conn, conn.accept(request, decision.subprotocol))
-        else:
+        elif not isinstance(decision, Hold):
             self._reply(conn, decision)
 
     def _reply(self, conn: Connection, reply: Reply) -> None:
@@ -373,6 +477,7 @@ class Server:
 
     def _forget(self, conn: Connection) -> None:
         self._conns.pop(conn.id, None)
+        self._remotes.pop(conn.id, None)
         if not conn.disconnected:
             self._handle(conn, conn.abort())
 
@@ -421,7 +526,12 @@ class Server:
             self._say(conn.id, speech)
             return
         queue = session.queue
+        needed = _NEEDS[type(command)]
+        if needed not in session.allowed:
+            self._forbidden(conn.id, session, voice, needed, command.req)
+            return
         if isinstance(command, envelope.Add):
+            session.producer = True
             self._appends.add(conn.id, queue, command, voice)
             self._pace(conn.id, session)
         elif isinstance(command, envelope.Take):
@@ -432,6 +542,20 @@ class Server:
         else:
             self._deliveries.handover(conn.id, queue, command.req, voice, self._now)
         self._collect()
+
+    def _forbidden(
+        self, conn_id: int, session: _Session, voice: Voice, needed: access.Action, req: Req
+    ) -> None:
+        """A command whose action the connection lacks (protocol §10.5): a v1 ``forbidden``
+        error, the connection stays open; an original client is closed with 1008."""
+        message = f"{needed} is not allowed on queue {session.queue}"
+        remote = self._remotes.get(conn_id, _NOWHERE)
+        who = None if session.caller is None else session.caller.name
+        self._front.denied(Denial("forbidden", remote.address, who, session.queue, message))
+        self._say(
+            conn_id,
+            voice.refused(codes.FORBIDDEN, message, req, codes.CLOSE_POLICY_VIOLATION),
+        )
 
     def _collect(self) -> None:
         """Carry out what the parts decided, in order: speech and frames to connections,

@@ -67,7 +67,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
             "      add messages (the arguments, or stdin lines); print each seq once stored\n"
             f"  {prog} take\n"
             "      print messages as they come, acknowledging each\n"
-            f"  (see {prog} add --help, {prog} take --help)"
+            f"  {prog} token NAME --allow ACTION:PATTERN ...\n"
+            "      make a token for the --auth file\n"
+            f"  (see {prog} add --help, {prog} take --help, {prog} token --help)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -139,6 +141,27 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         default=defaults.handover_timeout,
         help="seconds a planned handover waits for acks (default %(default)s)",
     )
+    add(
+        "--auth",
+        metavar="FILE",
+        default=None,
+        help="TOML file of principals and their grants; without it anyone may do anything "
+        "(docs/security.md); SIGHUP re-reads it",
+    )
+    add(
+        "--client-ca",
+        metavar="FILE",
+        default=None,
+        help="PEM CA that client certificates are verified against (needs --auth)",
+    )
+    add(
+        "--allow-origin",
+        metavar="ORIGIN",
+        action="append",
+        default=[],
+        help="a web origin (https://app.example.com) whose pages may open WebSockets; "
+        "repeatable; when given, an upgrade with another Origin header gets 403",
+    )
     return parser
 
 
@@ -172,4 +195,7 @@ def parse_args(argv: list[str], prog: str = "jackrabbit") -> Config:
         heartbeat=ns.heartbeat,
         max_connections=ns.max_connections,
         handover_timeout=ns.handover_timeout,
+        auth=ns.auth,
+        client_ca=ns.client_ca,
+        allow_origins=tuple(ns.allow_origin),
     )

@@ -1,4 +1,5 @@
-"""``python -m jackrabbit_threads``: the server, or the ``add`` / ``take`` terminal commands.
+"""``python -m jackrabbit_threads``: the server, the ``add`` / ``take`` terminal commands, or
+the ``token`` command.
 
 The command line, the ready line, the ``--dev`` banner and the error messages all come from
 ``jackrabbit_host.cli`` (and ``jackrabbit_host.tls`` for certificate files), so this shell and
@@ -13,6 +14,7 @@ import sys
 from types import FrameType
 
 from jackrabbit_core import Config, JackrabbitError
+from jackrabbit_host.access import TokenCommand, run_token
 from jackrabbit_host.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return report(prog, exc, EXIT_USAGE)
     if isinstance(command, AddCommand | TakeCommand):
         return _client(command, prog)
+    if isinstance(command, TokenCommand):
+        return run_token(command)
     use_private_umask()
     return _serve(command.config, prog)
 
@@ -58,8 +62,12 @@ def _serve(config: Config, prog: str) -> int:
     def stop(signum: int, frame: FrameType | None) -> None:
         server.stop()
 
+    def reload(signum: int, frame: FrameType | None) -> None:
+        server.reload()
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     sys.setswitchinterval(SWITCH_INTERVAL)
     announce(config, server.port, prog)
     try:

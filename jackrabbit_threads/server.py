@@ -58,6 +58,7 @@ from typing import Final
 
 from jackrabbit_core import Config, ConfigError, StoreError
 from jackrabbit_core import server as core
+from jackrabbit_core.access import AccessPolicy
 from jackrabbit_core.actions import (
     CloseTransport,
     FindKey,
@@ -69,6 +70,7 @@ from jackrabbit_core.actions import (
     WriteBatch,
 )
 from jackrabbit_core.storage import Batch, Store
+from jackrabbit_host.access import AuditLog, load_access, reload_settings, remote_of
 from jackrabbit_host.cli import bind_error
 from jackrabbit_host.reads import answer
 from jackrabbit_host.startup import open_store
@@ -109,13 +111,14 @@ def serve(config: Config) -> Server:
     """Open the store, load the certificate and listen: a ``Server`` ready for
     ``serve_forever()``. Raises ``ConfigError`` or ``StoreError`` with a one-line message."""
     context = server_context(config)  # before the store: a bad certificate leaves no --db
+    access = load_access(config)  # and so does a bad --auth file
     store = open_store(config)
     try:
         listener = _listen(config)
     except BaseException:
         store.close()
         raise
-    return Server(config, store, context, listener)
+    return Server(config, store, context, listener, access)
 
 
 def _listen(config: Config) -> socket.socket:
@@ -204,7 +207,12 @@ class Server:
     """
 
     def __init__(
-        self, config: Config, store: Store, context: ssl.SSLContext, listener: socket.socket
+        self,
+        config: Config,
+        store: Store,
+        context: ssl.SSLContext,
+        listener: socket.socket,
+        access: AccessPolicy | None = None,
     ) -> None:
         self.config = config
         self._store = store
@@ -222,6 +230,8 @@ class Server:
             new_id=lambda: uuid.uuid4().bytes,
             clock_ms=lambda: time.time_ns() // 1_000_000,
             now=time.monotonic(),
+            access=access,
+            audit=AuditLog(),
         )
         #: Connections by core id; touched only under ``_lock``.
         self._conns: dict[int, _Conn] = {}
@@ -275,6 +285,13 @@ class Server:
         self._stopping = True
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
+
+    def reload(self) -> None:
+        """SIGHUP: reload the certificate files and the ``--auth`` file (protocol §10.9).
+        Safe in a signal handler: the new policy is posted to the core, not waited for."""
+        policy = reload_settings(self.config, self._context)
+        if policy is not None:
+            self._post(lambda: self._core.set_access(policy, time.monotonic()))
 
     def shutdown(self) -> None:
         """``stop()`` and wait until ``serve_forever`` has returned (from another thread)."""
@@ -376,8 +393,12 @@ class Server:
 
     def _session(self, sock: socket.socket, tls: TLSStream) -> None:
         """From the core's ``connect`` to the end: read, and let the writer write."""
+        peername = None
+        with contextlib.suppress(OSError):
+            peername = sock.getpeername()
+        address, subject = remote_of(peername, tls.peercert())
         with self._locked() as core_server:
-            conn = _Conn(core_server.connect(time.monotonic()), sock, tls)
+            conn = _Conn(core_server.connect(time.monotonic(), address, subject), sock, tls)
             self._conns[conn.id] = conn
         writer = threading.Thread(
             target=self._write_loop, args=(conn,), name="jackrabbit-writer", daemon=True

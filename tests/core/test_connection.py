@@ -25,7 +25,6 @@ from jackrabbit_core.connection import (
     Phase,
     UpgradeRequest,
 )
-from jackrabbit_core.exceptions import InvalidState
 
 KEY = base64.b64encode(bytes(range(16)))
 MIB = 1024 * 1024
@@ -98,7 +97,7 @@ def close_frame_of(data: bytes) -> tuple[int, str]:
 def test_head_is_answered_with_the_headers_of_get_and_no_body(method: str) -> None:
     conn = fresh()
     (request,) = conn.receive_data(f"{method} /healthz HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 0)
-    assert request == HttpRequest(method, "/healthz")
+    assert request == HttpRequest(method, "/healthz", ((b"host", b"x"),))
     conn.respond(200, b"ok\n")
     response = conn.data_to_send()
     head, _, body = response.partition(b"\r\n\r\n")
@@ -129,7 +128,10 @@ def test_the_head_cap_is_exact(line_end: bytes, chunk: int | None) -> None:
         for i in range(0, len(data), step):
             events += conn.receive_data(data[i : i + step], 0.0)
         if expected is None:
-            assert events == [HttpRequest("GET", "/healthz")]
+            assert [(e.method, e.target) for e in events if isinstance(e, HttpRequest)] == [
+                ("GET", "/healthz")
+            ]
+            assert len(events) == 1
         else:
             assert [type(e) for e in events] == [Disconnected]
             assert status_of(conn.data_to_send()) == 431
@@ -150,17 +152,39 @@ def test_a_request_body_is_never_read() -> None:
     conn = fresh()
     body = frame(BINARY, b"x")
     data = b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    assert conn.receive_data(data, 0.0) == [HttpRequest("POST", "/healthz")]
+    assert conn.receive_data(data, 0.0) == [
+        HttpRequest("POST", "/healthz", ((b"host", b"x"), (b"content-length", b"%d" % len(body))))
+    ]
     conn.respond(405, b"no\n")
     assert conn.receive_data(b"more", 0.0) == []
     assert conn.transport_done
 
 
-def test_data_before_the_request_is_answered_is_a_caller_bug() -> None:
+def test_data_while_a_plain_request_waits_for_its_answer_is_never_read() -> None:
+    """protocol §1.2: a ``/metrics`` answer may come a few turns later; bytes meanwhile are
+    not a second request."""
     conn = fresh()
-    conn.receive_data(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
-    with pytest.raises(InvalidState):
-        conn.receive_data(b"x", 0.0)
+    conn.receive_data(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
+    assert conn.receive_data(b"GET /healthz HTTP/1.1\r\n\r\n", 0.0) == []
+    conn.respond(200, b"metrics\n")
+    assert status_of(conn.data_to_send()) == 200
+    assert conn.transport_done
+
+
+def test_frames_sent_before_a_held_upgrade_is_answered_are_kept_for_it() -> None:
+    """protocol §10.7: an upgrade may be answered later; frames that came meanwhile are read
+    once it is accepted, and more than a head's worth of them is refused with 400."""
+    conn = fresh()
+    (request,) = conn.receive_data(upgrade_head(), 0.0)
+    assert isinstance(request, UpgradeRequest)
+    assert conn.receive_data(frame(BINARY, b"early"), 0.0) == []
+    assert conn.accept(request) == [MessageReceived(b"early")]
+
+    conn = fresh()
+    conn.receive_data(upgrade_head(), 0.0)
+    conn.receive_data(frame(BINARY, bytes(MAX_HEAD_BYTES - 100)), 0.0)
+    assert [type(e) for e in conn.receive_data(frame(BINARY, bytes(200)), 0.0)] == [Disconnected]
+    assert status_of(conn.data_to_send()) == 400
 
 
 # -- the upgrade request (protocol §1.3) ------------------------------------------------------

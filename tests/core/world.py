@@ -24,6 +24,7 @@ from jackrabbit_core import (
     WatchFlush,
     WriteBatch,
 )
+from jackrabbit_core.access import AccessPolicy, Audit
 from jackrabbit_core.client import ClientEvent, ClientProtocol
 from jackrabbit_core.storage import Batch
 
@@ -52,6 +53,8 @@ class World:
         auto_write: bool = True,
         auto_flush: bool = True,
         auto_read: bool = True,
+        access: AccessPolicy | None = None,
+        audit: Audit | None = None,
         **config: Any,
     ) -> None:
         self.config = Config(**config)
@@ -65,6 +68,8 @@ class World:
             new_id=lambda: next(self._ids).to_bytes(16, "big"),
             clock_ms=lambda: next(self._ms),
             now=self.now,
+            access=access,
+            audit=audit,
         )
         self.peers: dict[int, Peer] = {}
         self.auto_write = auto_write
@@ -165,10 +170,18 @@ class World:
 
     # -- peers ----------------------------------------------------------------------------
 
-    def peer(self, path: str = "/") -> Peer:
-        """A connected, upgraded client."""
-        conn = self.server.connect(self.now)
-        peer = Peer(conn, ClientProtocol("localhost", path))
+    def peer(
+        self,
+        path: str = "/",
+        *,
+        protocol: ClientProtocol | None = None,
+        address: str = "127.0.0.1",
+        subject: str | None = None,
+    ) -> Peer:
+        """A connected client that sent its upgrade request (``protocol``'s, or a plain one
+        to ``path``) from ``address`` with a verified certificate of ``subject``."""
+        conn = self.server.connect(self.now, address, subject)
+        peer = Peer(conn, protocol or ClientProtocol("localhost", path))
         self.peers[conn] = peer
         self.flush(peer)
         return peer
