@@ -66,6 +66,7 @@ from .connection import (
 from .deliveries import Deliveries
 from .envelope import Dialect
 from .exceptions import InvalidState
+from .frames import Unmasker
 from .front import Admit, FrontDoor, Hold, Remote, Reply
 from .journal import Journal
 from .metrics import Counters
@@ -125,10 +126,12 @@ class Server:
         now: float,
         access: AccessPolicy | None = None,
         audit: Audit | None = None,
+        unmasker: Unmasker | None = None,
     ) -> None:
         """``access``: the ``--auth`` policy (None: anyone may do anything); ``audit`` is
         called with each refusal by access control, for the shell to log (protocol §10.6)."""
         self.config = config
+        self._unmasker = unmasker
         self.counters = counters = Counters()
         self._now = now
         records = list(records)
@@ -192,7 +195,7 @@ class Server:
         if self._keep_remotes:
             self._remotes[conn_id] = Remote(address, subject)
         self._conns[conn_id] = Connection(
-            conn_id, now, max_message_bytes=self.config.max_message_bytes
+            conn_id, now, max_message_bytes=self.config.max_message_bytes, unmasker=self._unmasker
         )
         self.counters.connections += 1
         return conn_id
@@ -335,6 +338,7 @@ class Server:
         """
         self._now = now
         self._front.shutting_down = True
+        self._journal.hurry()
         for conn in list(self._conns.values()):
             self._dirty[conn.id] = conn
             self._handle(conn, conn.close(codes.CLOSE_GOING_AWAY, "server shutting down"))
