@@ -193,7 +193,8 @@ class Connection:
     def receive_data(self, data: bytes, now: float) -> list[ConnectionEvent]:
         """Feed bytes from the peer; return what they mean. Never raises for bad input.
 
-        A request event must be answered (``respond`` or ``accept``) before more data is fed.
+        A request event is answered with ``respond`` or ``accept``, at once or later: bytes fed
+        meanwhile are kept for the upgrade, or ignored after a plain request (``_early``).
         """
         if self.phase is not Phase.CLOSING:
             # After our close frame only the peer's echo matters: whatever else it sends does
