@@ -46,6 +46,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _origin(text: str) -> str:
+    """A web origin as browsers send it in ``Origin``: ``SCHEME://HOST[:PORT]``, no path."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or not scheme or not rest or "/" in rest.rstrip("/"):
+        raise argparse.ArgumentTypeError(
+            f"not a web origin (expected https://HOST[:PORT]): {text!r}"
+        )
+    return text
+
+
 class RaisingParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` that raises ``ConfigError`` instead of exiting the process
     (``--help`` and ``--version`` still print and exit 0)."""
@@ -157,6 +167,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     add(
         "--allow-origin",
         metavar="ORIGIN",
+        type=_origin,
         action="append",
         default=[],
         help="a web origin (https://app.example.com) whose pages may open WebSockets; "

@@ -25,6 +25,7 @@ from jackrabbit_host.access import (
     reload_settings,
     remote_of,
 )
+from jackrabbit_host.options import parse_args
 from jackrabbit_host.tls import reload_certificates, server_context
 
 from ..support import Certs, write_certs
@@ -293,3 +294,16 @@ def test_the_token_command_refuses_bad_arguments(
     programs: Programs, args: list[str], fault: str
 ) -> None:
     assert fault in one_line_error(programs.run("token", *args), 2)
+
+
+def test_the_access_flags_parse_into_the_config() -> None:
+    config = parse_args(
+        ["--auth", "a.toml", "--client-ca", "ca.pem", "--allow-origin", "https://a.example",
+         "--allow-origin=http://localhost:8080"]
+    )  # fmt: skip
+    assert (config.auth, config.client_ca) == ("a.toml", "ca.pem")
+    assert config.allow_origins == ("https://a.example", "http://localhost:8080")
+    assert parse_args([]).allow_origins == ()
+    for bad in ("app.example.com", "https://a.example/path"):
+        with pytest.raises(ConfigError, match="not a web origin"):
+            parse_args(["--allow-origin", bad])
