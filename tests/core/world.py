@@ -186,9 +186,9 @@ class World:
         self.flush(peer)
         return peer
 
-    def raw_peer(self) -> int:
-        """A connection that sends whatever bytes the test gives it."""
-        conn = self.server.connect(self.now)
+    def raw_peer(self, address: str = "127.0.0.1") -> int:
+        """A connection (from ``address``) that sends whatever bytes the test gives it."""
+        conn = self.server.connect(self.now, address)
         self.peers[conn] = Peer(conn, ClientProtocol("localhost", "/"))
         return conn
 
