@@ -188,7 +188,7 @@ def test_too_much_data_while_an_upgrade_waits_is_refused_400() -> None:
 def test_detach_hands_over_the_bytes_after_the_request_and_ends_the_connection() -> None:
     """A relayed connection (protocol §10.3): the core gives the transport up, silently."""
     conn = fresh()
-    (request,) = conn.receive_data(upgrade_head() + b"abc", 0.0)
+    conn.receive_data(upgrade_head() + b"abc", 0.0)
     conn.receive_data(b"def", 0.0)
     assert conn.detach() == b"abcdef"
     assert conn.phase is Phase.CLOSED

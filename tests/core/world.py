@@ -12,8 +12,8 @@ from typing import Any
 import msgpack
 
 from jackrabbit_core import (
-    ClusterStatus,
     CloseTransport,
+    ClusterStatus,
     Config,
     FindKey,
     Locate,
