@@ -39,25 +39,34 @@ import ssl
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from jackrabbit_core import Config, ConfigError
 from jackrabbit_core import server as core
 from jackrabbit_core.actions import (
     CloseTransport,
+    ClusterStatus,
     FindKey,
+    Locate,
     PauseReading,
     ReadMessages,
+    Relay,
     ResumeReading,
     Send,
     WatchFlush,
     WriteBatch,
 )
 from jackrabbit_core.storage import Batch, Store
+from jackrabbit_host import relay
 from jackrabbit_host.cli import bind_error
-from jackrabbit_host.reads import answer
-from jackrabbit_host.startup import open_store
+from jackrabbit_host.reads import CoreCall, Reader
+from jackrabbit_host.startup import cluster_node, door, open_store
 from jackrabbit_host.tls import server_context
+
+from .relay import Pipe
+
+if TYPE_CHECKING:  # psycopg, which it needs, is an optional extra
+    from jackrabbit_host.cluster import ClusterNode
 
 __all__ = ["Server", "serve"]
 
@@ -93,6 +102,7 @@ async def serve(config: Config) -> Server:
     try:
         server = Server(config, store, context)
         await server._listen()
+        await server._join()
     except BaseException:
         store.close()
         raise
@@ -217,7 +227,12 @@ class Server:
             new_id=uuid4_bytes_factory(),
             clock_ms=lambda: time.time_ns() // 1_000_000,
             now=self._loop.time(),
+            authenticate=door(config, store),
         )
+        self._reader = Reader(store, self._post)
+        #: Cluster mode (protocol §10): the node's membership, and the relayed connections.
+        self._cluster: ClusterNode | None = None
+        self._pipes: set[Pipe] = set()
         self._listener: asyncio.Server | None = None
         #: Connections the core knows, by core id.
         self._by_id: dict[int, _Connection] = {}
@@ -254,8 +269,43 @@ class Server:
         except OSError as exc:
             raise ConfigError(bind_error(config, exc)) from None
         self.port = self._listener.sockets[0].getsockname()[1]
+        self._cluster = cluster_node(config, self._store, self.port)
         self._install_exception_handler()
         self._flush()  # arms the timer (the heartbeat sweep)
+
+    async def _join(self) -> None:
+        """Cluster mode: register the node (off the loop: it may wait out an old process of
+        the same name), then start its lease keeper and locator. Questions the core asks
+        meanwhile wait for them."""
+        node = self._cluster
+        if node is not None:
+            await self._loop.run_in_executor(None, node.join)
+            node.start(self._post)
+
+    def _post(self, call: CoreCall) -> None:
+        """From another thread: run ``call(core, now)`` on the loop, then carry out."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._run_posted, call)
+
+    def _run_posted(self, call: CoreCall) -> None:
+        if not self._done.is_set():
+            call(self._core, self._loop.time())
+            self._flush()
+
+    def _relay(self, action: Relay) -> None:
+        """Hand connection ``action.conn`` over to a pipe to the node serving its queue."""
+        connection = self._by_id.pop(action.conn, None)
+        node = self._cluster
+        if connection is None or connection.transport is None or node is None:
+            return
+        self._connections.discard(connection)
+        self._watching.discard(connection)
+        transport = connection.transport
+        head = node.relay_head(action, relay.peer_name(transport.get_extra_info("peername")))
+        pipe = Pipe(transport, self._pipes.discard)
+        self._pipes.add(pipe)
+        self._loop.create_task(pipe.run(head, action.address, node.link_context, self._loop))
+        self._changed.set()
 
     # -- running --------------------------------------------------------------------------
 
@@ -307,6 +357,8 @@ class Server:
             for connection in list(self._connections):
                 if connection.transport is not None:
                     connection.transport.abort()
+            for pipe in list(self._pipes):
+                pipe.abort()
             if self._timer is not None:
                 self._timer.cancel()
             if self._writing:
@@ -315,7 +367,10 @@ class Server:
                 return
             self._writer.shutdown(wait=True)
             await asyncio.sleep(0)  # let the aborted transports report connection_lost
-            self._store.close()
+            if self._cluster is not None:
+                await loop.run_in_executor(None, self._cluster.close)
+            self._reader.close()
+            self._store.close()  # in a cluster: hands the queues over at once
         finally:
             self._done.set()
 
@@ -363,8 +418,15 @@ class Server:
                         self._write(action.batch)
                         continue
                     if isinstance(action, ReadMessages | FindKey):
-                        answer(self._store, action, core_server, self._loop.time())
-                        self._again = True
+                        if self._reader.carry_out(action, core_server, self._loop.time()):
+                            self._again = True
+                        continue
+                    if isinstance(action, Locate | ClusterStatus):
+                        if self._cluster is not None:
+                            self._cluster.carry_out(action)
+                        continue
+                    if isinstance(action, Relay):
+                        self._relay(action)
                         continue
                     connection = by_id.get(action.conn)
                     transport = None if connection is None else connection.transport

@@ -21,17 +21,19 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Final
 
-from jackrabbit_core import ClusterStatus, ConfigError, Locate, Server, StoreError
+from jackrabbit_core import ClusterStatus, ConfigError, Locate, Relay, Server, StoreError
 
+from . import relay
 from .postgres import Acquired, LeaseLost, Node, PgStore
 
-__all__ = ["ClusterNode", "Post"]
+__all__ = ["ClusterNode", "Post", "new_node"]
 
 log = logging.getLogger("jackrabbit.cluster")
 
@@ -54,9 +56,13 @@ class ClusterNode:
     the store's own ``close`` then hands the queues over.
     """
 
-    def __init__(self, store: PgStore, node: Node, lease: float) -> None:
+    def __init__(
+        self, store: PgStore, node: Node, lease: float, link_context: ssl.SSLContext
+    ) -> None:
         self._store = store
         self.node = node
+        #: The TLS client context of relay links to other nodes.
+        self.link_context = link_context
         self._lease = lease
         self._post: Post | None = None
         self._jobs: queue.SimpleQueue[Locate | ClusterStatus | None] = queue.SimpleQueue()
@@ -92,6 +98,18 @@ class ClusterNode:
     def carry_out(self, action: Locate | ClusterStatus) -> None:
         """Take a question of the core; it is answered later, through ``post``."""
         self._jobs.put(action)
+
+    def relay_head(self, action: Relay, peer: str) -> bytes:
+        """What a relay of ``action`` sends the owner first: the request with this node's
+        proof, then the bytes the client sent after it (``jackrabbit_host.relay``)."""
+        head = relay.request_head(
+            action.request,
+            node=self.node.name,
+            peer=peer,
+            secret=self._store.secret,
+            now=time.time(),
+        )
+        return head + action.early
 
     def deadline(self, started: float) -> float:
         """Until when the core may serve on a lease renewed by a request sent at ``started``."""
@@ -208,3 +226,4 @@ def _releaser(name: str) -> CoreCall:
 def new_node(name: str, advertise: str) -> Node:
     """This process's identity in the registry: a fresh incarnation of node ``name``."""
     return Node(name, uuid.uuid4().hex, advertise)
+

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING, Final
+
+from jackrabbit_core import Authenticator
 from jackrabbit_core.config import Config
 from jackrabbit_core.exceptions import ConfigError
 from jackrabbit_core.storage import Store
 
+from . import relay
 from .rocks import RocksStore
+
+if TYPE_CHECKING:  # psycopg is an optional extra: imported only in cluster mode
+    from .cluster import ClusterNode
 
 #: What a node of a cluster needs that the base install does not have.
 CLUSTER_EXTRA = "--cluster needs psycopg: pip install 'jackrabbit[cluster]'"
@@ -28,3 +36,37 @@ def open_store(config: Config) -> Store:
             raise ConfigError(CLUSTER_EXTRA) from None
         raise
     return PgStore.open(config.cluster)
+
+
+def cluster_node(config: Config, store: Store, port: int) -> ClusterNode | None:
+    """With ``--cluster``, this node's membership, not yet registered (``ClusterNode.join``
+    does that, then ``start``); None alone. ``port`` is the port it listens on, for the
+    default name (``HOST:PORT``) and address (``wss://HOST:PORT``)."""
+    if config.cluster is None:
+        return None
+    from .cluster import ClusterNode, new_node
+    from .postgres import PgStore
+
+    if not isinstance(store, PgStore):
+        raise ConfigError("--cluster needs the PostgreSQL store")
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    advertise = config.advertise
+    if advertise is None:
+        if config.host in _WILDCARDS:
+            raise ConfigError(f"--cluster with --host {config.host} needs --advertise")
+        advertise = f"wss://{host}:{port}"
+    name = config.node_name or f"{host}:{port}"
+    return ClusterNode(store, new_node(name, advertise), config.lease, relay.link_context(config))
+
+
+def door(config: Config, store: Store) -> Authenticator | None:
+    """The authentication hook of a node of a cluster: an upgrade relayed by another node
+    must carry a valid proof (``jackrabbit_host.relay.gate``). None alone."""
+    secret = getattr(store, "secret", None)
+    if config.cluster is None or not isinstance(secret, bytes):
+        return None
+    return relay.gate(secret, time.time)
+
+
+#: Addresses that listen everywhere, which other nodes cannot dial.
+_WILDCARDS: Final = ("0.0.0.0", "::", "")
