@@ -54,15 +54,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from jackrabbit_core import Config, ConfigError, StoreError
 from jackrabbit_core import server as core
 from jackrabbit_core.actions import (
     CloseTransport,
+    ClusterStatus,
     FindKey,
+    Locate,
     PauseReading,
     ReadMessages,
+    Relay,
     ResumeReading,
     Send,
     WatchFlush,
@@ -70,11 +73,16 @@ from jackrabbit_core.actions import (
 )
 from jackrabbit_core.storage import Batch, Store
 from jackrabbit_host.cli import bind_error
-from jackrabbit_host.reads import answer
-from jackrabbit_host.startup import open_store
+from jackrabbit_host.reads import CoreCall, Reader
+from jackrabbit_host.relay import peer_name
+from jackrabbit_host.startup import cluster_node, door, open_store
 from jackrabbit_host.tls import server_context
 
+from .relay import Link
 from .tls import TLSStream
+
+if TYPE_CHECKING:  # psycopg, which it needs, is an optional extra
+    from jackrabbit_host.cluster import ClusterNode
 
 __all__ = ["Server", "serve"]
 
@@ -112,10 +120,12 @@ def serve(config: Config) -> Server:
     store = open_store(config)
     try:
         listener = _listen(config)
+        server = Server(config, store, context, listener)
+        server._join()
     except BaseException:
         store.close()
         raise
-    return Server(config, store, context, listener)
+    return server
 
 
 def _listen(config: Config) -> socket.socket:
@@ -149,6 +159,7 @@ class _Conn:
         "out",
         "paused",
         "readable",
+        "relay",
         "sock",
         "throttled",
         "tls",
@@ -184,6 +195,8 @@ class _Conn:
         self.broken = False
         #: The reader thread has finished with the socket.
         self.done = False
+        #: Cluster mode: the link its bytes are piped to, once relayed (protocol §10.3).
+        self.relay: Link | None = None
 
     def kill(self) -> None:
         """Shut the socket now, both ways, and wake both threads (they then end)."""
@@ -222,7 +235,11 @@ class Server:
             new_id=lambda: uuid.uuid4().bytes,
             clock_ms=lambda: time.time_ns() // 1_000_000,
             now=time.monotonic(),
+            authenticate=door(config, store),
         )
+        self._reader = Reader(store, self._post_core)
+        #: Cluster mode (protocol §10): the node's membership.
+        self._cluster: ClusterNode | None = cluster_node(config, store, self.port)
         #: Connections by core id; touched only under ``_lock``.
         self._conns: dict[int, _Conn] = {}
         # Sockets and reader threads, for the accept bound and the shutdown.
@@ -251,6 +268,49 @@ class Server:
         self._wake_w.setblocking(False)
         self._done = threading.Event()
         self._started = False
+
+    def _join(self) -> None:
+        """Cluster mode: register the node (it may wait out an old process of the same
+        name), then start its lease keeper and locator."""
+        if self._cluster is not None:
+            self._cluster.join()
+            self._cluster.start(self._post_core)
+
+    def _post_core(self, call: CoreCall) -> None:
+        """From a host thread: run ``call(core, now)`` under the lock soon."""
+        self._post(lambda: call(self._core, time.monotonic()))
+
+    def _relay(self, conn: _Conn, action: Relay) -> None:
+        """``Relay``: pipe ``conn`` to the node serving its queue. With ``_lock`` held."""
+        node = self._cluster
+        if node is None:
+            return
+        try:
+            peer = peer_name(conn.sock.getpeername())
+        except OSError:
+            peer = "unknown"
+        link = conn.relay = Link(
+            action.address,
+            node.relay_head(action, peer),
+            node.link_context,
+            functools.partial(self._deliver, conn),
+            functools.partial(self._closed, conn),
+        )
+        link.start()
+
+    @staticmethod
+    def _deliver(conn: _Conn, data: bytes) -> bool:
+        """A relay link's bytes for its client: queued for the writer, waiting while the
+        buffer is over ``HIGH_WATER``; False once the client is gone."""
+        with conn.lock:
+            while conn.buffered > HIGH_WATER and not (conn.closing or conn.broken):
+                conn.readable.wait(0.05)  # shared with the reader: poll, do not rely on notify
+            if conn.closing or conn.broken:
+                return False
+            conn.out.append(data)
+            conn.buffered += len(data)
+            conn.writable.notify()
+            return True
 
     # -- running --------------------------------------------------------------------------
 
@@ -386,6 +446,8 @@ class Server:
             writer.start()
             self._read_loop(conn)
         finally:
+            if conn.relay is not None:
+                conn.relay.close()
             with self._locked() as core_server:
                 if not conn.closing:
                     core_server.receive_eof(conn.id, time.monotonic())
@@ -433,12 +495,19 @@ class Server:
                 return
 
     def _receive(self, conn: _Conn, data: bytes) -> None:
-        with self._locked() as core_server:
-            for start in range(0, len(data), SLICE):
-                if start:
-                    self._run_posted()
-                core_server.receive_data(conn.id, data[start : start + SLICE], time.monotonic())
-                self._carry_out()
+        if conn.relay is None:
+            with self._locked() as core_server:
+                for start in range(0, len(data), SLICE):
+                    if start:
+                        self._run_posted()
+                    end = start + SLICE
+                    core_server.receive_data(conn.id, data[start:end], time.monotonic())
+                    self._carry_out()
+                    if conn.relay is not None:  # handed over: the rest goes to the link
+                        data = data[end:]
+                        break
+        if conn.relay is not None and data and not conn.relay.send(data):
+            conn.kill()
 
     # -- one connection: the writer thread ------------------------------------------------
 
@@ -554,8 +623,15 @@ class Server:
                 elif isinstance(action, WriteBatch):
                     self._batches.put(action.batch)
                 elif isinstance(action, ReadMessages | FindKey):
-                    answer(self._store, action, core_server, time.monotonic())
-                    again = True
+                    if self._reader.carry_out(action, core_server, time.monotonic()):
+                        again = True
+                elif isinstance(action, Locate | ClusterStatus):
+                    if self._cluster is not None:
+                        self._cluster.carry_out(action)
+                elif isinstance(action, Relay):
+                    conn = conns.get(action.conn)
+                    if conn is not None:
+                        self._relay(conn, action)
                 elif isinstance(action, CloseTransport):
                     conn = conns.get(action.conn)
                     if conn is not None:
@@ -715,7 +791,10 @@ class Server:
                 log.warning("threads still running at exit: %s", ", ".join(left))
             if self._store_thread.is_alive():
                 return  # closing the store under a running write would fail
-        self._store.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._reader.close()
+        self._store.close()  # in a cluster: hands the queues over at once
 
     def _quiet(self) -> bool:
         """No client left and nothing left to write. Called with ``_registry_lock`` held."""

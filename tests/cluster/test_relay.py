@@ -16,7 +16,7 @@ from .nodes import cluster_status, node
 
 @pytest.fixture
 def two(dsn: str, tmp_path: Path, certs: Certificates) -> Iterator[list[ServerProcess]]:
-    nodes = [node("asyncio", "a", dsn, tmp_path, certs), node("asyncio", "b", dsn, tmp_path, certs)]
+    nodes = [node("asyncio", "a", dsn, tmp_path, certs), node("threads", "b", dsn, tmp_path, certs)]
     yield nodes
     for server in nodes:
         server.kill()
