@@ -6,6 +6,7 @@ the time from the kill to the new active consumer's first message is reported.""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import ssl
 import time
 from collections.abc import Iterator
@@ -80,7 +81,7 @@ def test_sigkill_of_the_owner_under_load_loses_nothing(
         seqs = [d.seq for d in got]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
     # At most one active consumer at any instant, each with its own, growing epoch.
-    for before, after in zip(tenures, tenures[1:], strict=False):
+    for before, after in itertools.pairwise(tenures):
         assert before.end <= after.start, (before, after)
         assert before.epoch < after.epoch, (before, after)
     old = [t for t in tenures if t.start < killed_at]
