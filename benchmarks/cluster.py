@@ -14,7 +14,8 @@ message) and a producer adding ``--messages`` 100-byte messages with 100 in flig
 once from this one process (so the Python load generator is part of what is measured, the same
 for every setup). Throughput is messages delivered per second from the first add to the last
 delivery; latency is from an add being sent to its delivery; server CPU is the user+system time
-of the server processes (all three nodes in a cluster) per message.
+of the server processes per message: in a cluster, all three nodes and PostgreSQL (its
+backends are listed at the start of each run).
 """
 
 from __future__ import annotations
@@ -51,12 +52,30 @@ class Figures:
 
 
 def _cpu(pids: Sequence[int]) -> float:
-    """User + system seconds of processes ``pids`` and their reaped children."""
+    """User + system seconds of processes ``pids`` and their reaped children (a process gone
+    since counts nothing)."""
     total = 0
     for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += sum(int(v) for v in fields[11:15])
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(v) for v in fields[11:15])
     return total / 100.0  # clock ticks
+
+
+def _family(root: int) -> list[int]:
+    """``root`` and its descendants now (the PostgreSQL backends of ``runuser postgres``)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    family, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in family and pid not in family:
+                family.add(pid)
+                grew = True
+    return sorted(family)
 
 
 async def _open(url: str, context: ssl.SSLContext) -> ClientConnection:
@@ -89,7 +108,9 @@ async def _produce(ws: ClientConnection, count: int) -> None:
         confirmed += 1
 
 
-async def _run(urls: list[tuple[str, str]], count: int, context: ssl.SSLContext) -> tuple[float, list[float]]:
+async def _run(
+    urls: list[tuple[str, str]], count: int, context: ssl.SSLContext
+) -> tuple[float, list[float]]:
     """One producer and one consumer per ``(producer url, consumer url)``; elapsed seconds and
     every message's latency."""
     latencies: list[float] = []
@@ -107,8 +128,12 @@ async def _run(urls: list[tuple[str, str]], count: int, context: ssl.SSLContext)
 
 
 def measure(
-    urls: list[tuple[str, str]], count: int, context: ssl.SSLContext, pids: Sequence[int]
+    urls: list[tuple[str, str]],
+    count: int,
+    context: ssl.SSLContext,
+    processes: Callable[[], Sequence[int]],
 ) -> Figures:
+    pids = processes()
     before = _cpu(pids)
     elapsed, latencies = asyncio.run(_run(urls, count, context))
     cpu = _cpu(pids) - before
@@ -130,8 +155,11 @@ def _warm(url: str, context: ssl.SSLContext) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.cluster", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.cluster",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--messages", type=int, default=4000, help="per queue, one queue")
     parser.add_argument("--queues", type=int, default=100)
@@ -149,13 +177,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         single = ServerProcess("asyncio", root / "single", certs).start()
         nodes = [
-            ServerProcess("asyncio", root / name, certs,
-                          args=["--cluster", dsn, "--node-name", name]).start()  # fmt: skip
+            ServerProcess(
+                "asyncio", root / name, certs, args=["--cluster", dsn, "--node-name", name]
+            ).start()
             for name in ("n1", "n2", "n3")
         ]
         servers = [single, *nodes]
-        node_pids = [n.process.pid for n in nodes if n.process is not None]
-        single_pid = [single.process.pid] if single.process is not None else []
+        assert postgres.process is not None
+        postmaster = postgres.process.pid
+
+        def node_pids() -> list[int]:
+            # PostgreSQL's CPU counts for the cluster: its postmaster and every backend.
+            pids = [n.process.pid for n in nodes if n.process is not None]
+            return pids + _family(postmaster)
+
+        def single_pid() -> list[int]:
+            return [single.process.pid] if single.process is not None else []
         counter = iter(range(10**6))
 
         def q(prefix: str) -> str:
@@ -210,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         postgres.stop()
 
     def cell(values: list[float], fmt: str) -> str:
-        return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+        low, mid, high = (fmt.format(f(values)) for f in (min, statistics.median, max))
+        return f"{mid} ({low} to {high})"
 
     lines = [
         "# Cluster mode beside the single node",
@@ -218,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         f"`python -m benchmarks.cluster --rounds {args.rounds} --messages {args.messages} "
         f"--queues {args.queues}`: {args.messages} messages on one queue, {many} on each of "
         f"{args.queues} queues; {PAYLOAD}-byte messages, {WINDOW} adds in flight per producer. "
-        "Median of the rounds (lowest–highest). PostgreSQL 15 and every node on the same "
+        "Median of the rounds (lowest to highest). PostgreSQL 15 and every node on the same "
         "2-core machine as the load generator.",
         "",
         "| setup | delivered msg/s | p99 add→delivery ms | server CPU µs/msg |",
