@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import ssl
@@ -302,10 +303,17 @@ class Server:
         self._watching.discard(connection)
         transport = connection.transport
         head = node.relay_head(action, relay.peer_name(transport.get_extra_info("peername")))
-        pipe = Pipe(transport, self._pipes.discard)
+        pipe = Pipe(transport, functools.partial(self._relay_done, action.conn))
         self._pipes.add(pipe)
         self._loop.create_task(pipe.run(head, action.address, node.link_context, self._loop))
         self._changed.set()
+
+    def _relay_done(self, conn_id: int, pipe: Pipe) -> None:
+        """A relayed connection ended: it no longer counts against --max-connections."""
+        self._pipes.discard(pipe)
+        if not self._done.is_set():
+            self._core.receive_eof(conn_id, self._loop.time())
+            self._flush()
 
     # -- running --------------------------------------------------------------------------
 

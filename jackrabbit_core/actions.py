@@ -107,7 +107,9 @@ class Relay:
     upgrade ``request`` is for a queue that node ``node`` serves at ``address``
     (``wss://HOST:PORT``): open TLS to it, send the request with this node's relay proof,
     then ``early`` (what the peer sent after its request), and pipe bytes both ways until
-    either side ends. The core has forgotten ``conn``: later calls naming it are ignored."""
+    either side ends, then report the end with ``Server.receive_eof(conn, now)``: until then
+    the connection counts against --max-connections. The core has forgotten everything else
+    about ``conn``: other calls naming it are ignored."""
 
     conn: int
     node: str

@@ -158,6 +158,9 @@ class Server:
         self._dirty: dict[int, Connection] = {}
         #: Actions other than sends and closes, in order.
         self._flow: list[Action] = []
+        #: Connections handed to the shell by ``Relay`` and not yet reported ended: they
+        #: count against --max-connections (protocol §10.3).
+        self._relayed: set[int] = set()
         #: The tickets of ``FindKey`` lookups out (the other tickets are deliveries' reads).
         self._finding: set[int] = set()
         #: Heartbeats and handshake timeouts are checked this often (protocol §9).
@@ -187,8 +190,9 @@ class Server:
         self._handle(conn, conn.receive_data(data, now))
 
     def receive_eof(self, conn_id: int, now: float) -> None:
-        """The transport of ``conn_id`` ended (closed, reset or failed)."""
+        """The transport of ``conn_id`` ended (closed, reset or failed), or its relay did."""
         self._now = now
+        self._relayed.discard(conn_id)
         conn = self._conns.get(conn_id)
         if conn is None:
             return
@@ -304,6 +308,7 @@ class Server:
             del self._conns[conn.id]
             self._dirty.pop(conn.id, None)
             self.counters.relayed += 1
+            self._relayed.add(conn.id)
             self._flow.append(Relay(conn.id, node, address, entry.request, early))
 
     def locate_failed(self, queue: str, reason: str, now: float) -> None:
@@ -393,8 +398,8 @@ class Server:
 
     @property
     def open_connections(self) -> int:
-        """Connections the core still tracks."""
-        return len(self._conns)
+        """Connections the core still tracks, relayed ones included."""
+        return len(self._conns) + len(self._relayed)
 
     def actions(self) -> list[Action]:
         """What the shell must do now, in order. Call after every other method."""
@@ -485,8 +490,10 @@ class Server:
 
         Connection ids grow, so the oldest ``max_connections`` open ones are served.
         """
-        limit = self.config.max_connections
-        return len(self._conns) > limit and conn.id > sorted(self._conns)[limit - 1]
+        limit = self.config.max_connections - len(self._relayed)  # relays count (§10.3)
+        if len(self._conns) <= limit:
+            return False
+        return limit <= 0 or conn.id > sorted(self._conns)[limit - 1]
 
     def _disconnected(self, conn: Connection) -> None:
         session = self._sessions.pop(conn.id, None)

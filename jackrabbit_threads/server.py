@@ -449,7 +449,7 @@ class Server:
             if conn.relay is not None:
                 conn.relay.close()
             with self._locked() as core_server:
-                if not conn.closing:
+                if not conn.closing or conn.relay is not None:  # a relay ends here (§10.3)
                     core_server.receive_eof(conn.id, time.monotonic())
             if not conn.closing:  # pragma: no cover - the core always closes after an EOF
                 self._closed(conn)

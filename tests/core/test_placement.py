@@ -73,9 +73,29 @@ def test_a_queue_served_elsewhere_is_relayed_with_the_bytes_after_the_request() 
     )
     assert relay.request.target == "/queues/q"
     assert not peer.closed_by_server  # the transport is the shell's now, not closed
-    assert world.server.open_connections == 0
     world.server.receive_data(peer.conn, b"ignored", world.now)  # the core forgot it
     world.run()
+    assert world.server.open_connections == 1  # it counts until the relay ends
+    world.server.receive_eof(peer.conn, world.now)
+    assert world.server.open_connections == 0
+    world.close()
+
+
+def test_relayed_connections_count_against_max_connections() -> None:
+    world = clustered(max_connections=2)
+    relayed = world.peer("/queues/q")
+    world.server.located("q", "node-b", "wss://10.0.0.2:443", world.now)
+    world.run()
+    world.peer("/queues/r")  # waiting for r: the second of two
+    third = world.raw_peer()
+    assert world.send_raw(third, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").startswith(
+        b"HTTP/1.1 503 "
+    )
+    world.server.receive_eof(relayed.conn, world.now)  # the relay ended: room again
+    fourth = world.raw_peer()
+    assert world.send_raw(fourth, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").startswith(
+        b"HTTP/1.1 200 "
+    )
     world.close()
 
 
