@@ -183,6 +183,7 @@ class Server:
     def receive_data(self, conn_id: int, data: bytes, now: float) -> None:
         """Bytes from the peer of ``conn_id``. Ignored if the core already closed it."""
         self._now = now
+        self._check_lease(now)
         conn = self._conns.get(conn_id)
         if conn is None:
             return
@@ -234,6 +235,7 @@ class Server:
     def batch_written(self, now: float) -> None:
         """The outstanding ``WriteBatch`` is durable: confirm its adds, deliver its messages."""
         self._now = now
+        self._check_lease(now)
         self.counters.batches += 1
         durable = self._journal.written()
         self._appends.written(durable)
@@ -256,6 +258,7 @@ class Server:
         """The store answered ``ReadMessages`` or ``FindKey`` ``ticket`` (a key: the message
         stored under it, or none)."""
         self._now = now
+        self._check_lease(now)
         if ticket in self._finding:
             self._finding.discard(ticket)
             self._appends.found(ticket, messages[0] if messages else None)
@@ -349,9 +352,7 @@ class Server:
     def handle_timer(self, now: float) -> None:
         """The timer set at ``next_deadline()`` fired (early or late is fine)."""
         self._now = now
-        expired = self._placement.expired(now)
-        if expired:
-            self._release(expired, "lease expired; " + MOVED)
+        self._check_lease(now)
         if self._front.busy:
             done = self._front.step()
             if done is not None:
@@ -464,6 +465,14 @@ class Server:
         self._dirty[conn.id] = conn
         self._sessions[conn.id] = _Session(queue)
         self._handle(conn, conn.accept(entry.request, entry.subprotocol))
+
+    def _check_lease(self, now: float) -> None:
+        """Release every queue once the lease's deadline has passed (protocol §10.4), checked
+        before any input is acted on: a node that wakes from a pause releases first, even when
+        its timer fires after the bytes that waited meanwhile are read."""
+        expired = self._placement.expired(now)
+        if expired:
+            self._release(expired, "lease expired; " + MOVED)
 
     def _release(self, queues: set[str], reason: str) -> None:
         """Stop serving ``queues`` (protocol §10.4): forget their state first, so closing their

@@ -152,6 +152,18 @@ def test_the_lease_ends_every_queue_unless_renewed() -> None:
     world.close()
 
 
+def test_a_late_timer_does_not_let_a_request_through_after_the_lease() -> None:
+    """A node waking from a pause acts on nothing before it has released its queues."""
+    world = clustered(auto_write=False)
+    producer = served(world)
+    world.now += LEASE + 1  # paused: the timer has not fired yet
+    producer.protocol.add(b"late")
+    world.flush(producer)
+    assert world.held == []  # nothing asked of the store
+    assert [e.code for e in world.take_events(producer) if isinstance(e, Closed)] == [1012]
+    world.close()
+
+
 def test_a_queue_released_while_its_write_is_out_is_not_asked_for_until_it_is_decided() -> None:
     world = clustered(auto_write=False)
     producer = served(world)
