@@ -35,15 +35,11 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
-import os
 import ssl
-import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from jackrabbit_core import Config, ConfigError
-from jackrabbit_core import server as core
 from jackrabbit_core.actions import (
     CloseTransport,
     ClusterStatus,
@@ -61,7 +57,7 @@ from jackrabbit_core.storage import Batch, Store
 from jackrabbit_host import relay
 from jackrabbit_host.cli import bind_error
 from jackrabbit_host.reads import CoreCall, Reader
-from jackrabbit_host.startup import cluster_node, door, open_store
+from jackrabbit_host.startup import cluster_node, core_server, open_store
 from jackrabbit_host.tls import server_context
 
 from .relay import Pipe
@@ -108,35 +104,6 @@ async def serve(config: Config) -> Server:
         store.close()
         raise
     return server
-
-
-def uuid4_bytes_factory() -> Callable[[], bytes]:
-    """A ``new_id`` for the core: each call returns what ``uuid.uuid4().bytes`` would (16
-    random bytes from ``os.urandom`` with the version 4 and RFC 4122 variant bits set).
-
-    ``uuid.uuid4().bytes`` builds and checks a ``UUID`` object for every message: measured
-    here at 4-6 us a call against about 0.8 us for this, which draws the randomness 4 KiB at
-    a time and sets the bits with one integer operation per id.
-    """
-    clear, mark = _UUID4_CLEAR, _UUID4_MARK
-    ids: list[bytes] = []
-
-    def new_id() -> bytes:
-        if not ids:
-            pool = os.urandom(16 * _UUID4_BATCH)
-            ids.extend(
-                ((int.from_bytes(pool[i : i + 16], "big") & clear) | mark).to_bytes(16, "big")
-                for i in range(0, len(pool), 16)
-            )
-        return ids.pop()
-
-    return new_id
-
-
-# The bits ``uuid.UUID(version=4)`` sets: version in bits 76-79, variant in bits 62-63.
-_UUID4_CLEAR: Final = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
-_UUID4_MARK: Final = (4 << 76) | (0x8000 << 48)
-_UUID4_BATCH: Final = 256
 
 
 def _written_out(transport: asyncio.Transport) -> bool:
@@ -222,14 +189,7 @@ class Server:
         self._store = store
         self._context = context
         self._loop = asyncio.get_running_loop()
-        self._core = core.Server(
-            config,
-            store.recover(),
-            new_id=uuid4_bytes_factory(),
-            clock_ms=lambda: time.time_ns() // 1_000_000,
-            now=self._loop.time(),
-            authenticate=door(config, store),
-        )
+        self._core = core_server(config, store, self._loop.time())
         self._reader = Reader(store, self._post)
         #: Cluster mode (protocol §10): the node's membership, and the relayed connections.
         self._cluster: ClusterNode | None = None

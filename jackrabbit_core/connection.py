@@ -14,8 +14,8 @@ close handshake run. Whatever a peer sends, ``receive_data`` never raises: bad i
 HTTP error status or a close frame with a code and a reason.
 
 What an idle connection holds is kept small, for it is multiplied by every open connection: no
-``h11`` object outlives the request head it parses, an upgraded connection keeps only
-``wsproto``'s frame parser (not its ``Connection`` with an event queue), and an unfinished
+``h11`` object outlives the request head it parses, an upgraded connection keeps only a
+``frames.FrameReader`` (whose buffer exists only while bytes wait in it), and an unfinished
 message is one ``bytearray``, not one object per fragment.
 
 After every call the caller must collect ``data_to_send()`` and, once ``transport_done`` is
@@ -26,14 +26,25 @@ true and the data is written, close the transport. The facade's timer sweep must
 from __future__ import annotations
 
 import enum
-import struct
 from dataclasses import dataclass
 from typing import Final
 
-from wsproto.frame_protocol import Frame, FrameProtocol, Opcode, ParseFailed
-
 from . import codes, http1
 from .exceptions import InvalidState
+from .frames import (
+    CLOSE,
+    NO_STATUS,
+    PING,
+    PONG,
+    TEXT,
+    FrameError,
+    FrameReader,
+    TooBig,
+    Unmasker,
+    binary_frame,
+    close_frame,
+    control_frame,
+)
 from .http1 import MAX_HEAD_BYTES, Headers, HttpError
 
 #: A message may have this many frames, or one per ``FRAME_BYTES`` of the size cap if that is
@@ -116,6 +127,7 @@ class Connection:
         "_message",
         "_out",
         "_request",
+        "_unmasker",
         "disconnected",
         "id",
         "last_seen",
@@ -124,7 +136,14 @@ class Connection:
         "phase",
     )
 
-    def __init__(self, conn_id: int, now: float, *, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        conn_id: int,
+        now: float,
+        *,
+        max_message_bytes: int,
+        unmasker: Unmasker | None = None,
+    ) -> None:
         self.id = conn_id
         self.opened_at = now
         #: When a byte last came from the peer, before our close (heartbeat deadlines, §9).
@@ -138,8 +157,10 @@ class Connection:
         self._in: bytearray | None = None
         #: The request waiting for ``respond`` or ``accept``.
         self._request: HttpRequest | UpgradeRequest | None = None
-        #: The frame parser, once upgraded and until the close handshake ends.
-        self._frames: FrameProtocol | None = None
+        #: The frame reader, once upgraded and until the close handshake ends.
+        self._frames: FrameReader | None = None
+        #: Unmasks client frames (a C one from the host when there is one).
+        self._unmasker = unmasker
         self._message: _Unfinished | None = None
         self._out: list[bytes | bytearray] = []
 
@@ -180,7 +201,7 @@ class Connection:
             return self._receive_http(data)
         frames = self._frames
         if frames is not None and self.phase in (Phase.OPEN, Phase.CLOSING):
-            frames.receive_bytes(data)
+            frames.feed(data)
             return self._ws_events(frames, now)
         return []
 
@@ -307,75 +328,73 @@ class Connection:
         if subprotocol is not None and subprotocol not in request.subprotocols:
             raise InvalidState(f"subprotocol {subprotocol!r} was not offered")
         self._out.append(http1.switching_protocols(request.headers, subprotocol))
-        frames = self._frames = FrameProtocol(client=False, extensions=[])
+        frames = self._frames = FrameReader(self.max_message_bytes, self._unmasker)
         self._request = None
         self.phase = Phase.OPEN
         trailing, self._in = self._in, None
         if not trailing:
             return []
-        frames.receive_bytes(bytes(trailing))
+        frames.feed(bytes(trailing))
         return self._ws_events(frames, self.last_seen)
 
     # -- WebSocket ------------------------------------------------------------------------
 
-    def _ws_events(self, frames: FrameProtocol, now: float) -> list[ConnectionEvent]:
+    def _ws_events(self, frames: FrameReader, now: float) -> list[ConnectionEvent]:
         events: list[ConnectionEvent] = []
         try:
-            for frame in frames.received_frames():
-                opcode = frame.opcode
-                if self.phase is not Phase.OPEN and opcode is not Opcode.CLOSE:
+            while (frame := frames.next_frame()) is not None:
+                opcode, fin, payload = frame
+                if self.phase is not Phase.OPEN and opcode != CLOSE:
                     continue  # closing: only the peer's close frame matters now
-                if opcode is Opcode.BINARY:
-                    events.extend(self._data(frame, now))
-                elif opcode is Opcode.TEXT:
+                if isinstance(payload, tuple):  # a close frame: its code and reason
+                    events.extend(self._peer_closed(*payload))
+                    break
+                if opcode == PING:
+                    self._out.append(control_frame(PONG, payload))
+                elif opcode == TEXT:
                     reason = "text frames are not accepted"
                     events.extend(self.close(codes.CLOSE_UNSUPPORTED_DATA, reason))
-                elif opcode is Opcode.PING:
-                    self._out.append(frames.pong(_payload(frame)))
-                elif opcode is Opcode.CLOSE:
-                    events.extend(self._peer_closed(frames, *_close_payload(frame)))
-                    break
+                elif opcode != PONG:  # binary, or its continuation
+                    events.extend(self._data(fin, payload, now))
                 # A pong needs nothing: last_seen already moved, any byte proves the peer alive.
-        except ParseFailed as exc:
-            events.extend(self._broken(frames, exc))
+        except TooBig:
+            reason = f"too_large: message over {self.max_message_bytes} bytes"
+            events.extend(self.close(codes.CLOSE_TOO_BIG, reason))
+        except FrameError as exc:
+            events.extend(self._broken(exc))
         return events
 
-    def _data(self, frame: Frame, now: float) -> list[ConnectionEvent]:
+    def _data(self, fin: bool, payload: bytes, now: float) -> list[ConnectionEvent]:
         """Reassemble a binary message (protocol §2.2); the message once it is finished.
 
-        ``wsproto`` hands a frame over in pieces as its bytes arrive, each piece telling
-        whether it ends its frame and its message.
+        The frame reader has checked the message's size from each frame's header.
         """
-        payload = _payload(frame)
         message = self._message
         if message is None:
-            if frame.message_finished and len(payload) <= self.max_message_bytes:
+            if fin:
                 return [MessageReceived(payload)]  # a whole message at once: the usual case
             message = self._message = _Unfinished(now)
-        if len(message.data) + len(payload) > self.max_message_bytes:
-            reason = f"too_large: message over {self.max_message_bytes} bytes"
-            return self.close(codes.CLOSE_TOO_BIG, reason)
         message.data += payload
-        if frame.frame_finished:
-            message.frames += 1
-            if message.frames > self.max_frames:
-                reason = f"too_large: message in over {self.max_frames} frames"
-                return self.close(codes.CLOSE_TOO_BIG, reason)
-        if not frame.message_finished:
+        message.frames += 1
+        if message.frames > self.max_frames:
+            reason = f"too_large: message in over {self.max_frames} frames"
+            return self.close(codes.CLOSE_TOO_BIG, reason)
+        if not fin:
             return []
         self._message = None
         return [MessageReceived(bytes(message.data))]
 
-    def _peer_closed(self, frames: FrameProtocol, code: int, reason: str) -> list[ConnectionEvent]:
+    def _peer_closed(self, code: int, reason: str) -> list[ConnectionEvent]:
         if self.phase is Phase.OPEN:
             # Echo the close (RFC 6455 §5.5.1); the exchange is then over.
-            self._out.append(frames.close(code, reason))
+            echo = control_frame(CLOSE) if code == NO_STATUS else close_frame(code, reason)
+            self._out.append(echo)
         return self._lost(code, reason)
 
-    def _broken(self, frames: FrameProtocol, exc: ParseFailed) -> list[ConnectionEvent]:
+    def _broken(self, exc: FrameError) -> list[ConnectionEvent]:
         """The peer broke RFC 6455: say why in a close frame, then drop the transport."""
         if self.phase is Phase.OPEN:
-            self._out.append(frames.close(exc.code, str(exc)))
+            self._out.append(close_frame(exc.code, str(exc)))
         return self._lost(exc.code, "protocol error")
 
     def send_message(self, payload: bytes) -> None:
@@ -385,9 +404,8 @@ class Connection:
 
     def ping(self) -> None:
         """Send a heartbeat ping (protocol §2.3)."""
-        frames = self._frames
-        if frames is not None and self.phase is Phase.OPEN:
-            self._out.append(frames.ping())
+        if self._frames is not None and self.phase is Phase.OPEN:
+            self._out.append(control_frame(PING))
 
     def close(self, code: int, reason: str) -> list[ConnectionEvent]:
         """Start the close handshake with ``code`` and ``reason`` (protocol §2.4).
@@ -397,9 +415,8 @@ class Connection:
         one place whoever closed. Before an upgrade, answers HTTP 503 (shutting down) or 408.
         """
         self._message = None
-        frames = self._frames
-        if frames is not None and self.phase is Phase.OPEN:
-            self._out.append(frames.close(code, reason))
+        if self._frames is not None and self.phase is Phase.OPEN:
+            self._out.append(close_frame(code, reason))
             self.phase = Phase.CLOSING
         elif self.phase is Phase.HTTP:
             self.respond(503 if code == codes.CLOSE_GOING_AWAY else 408, b"closing\n")
@@ -408,43 +425,6 @@ class Connection:
     def abort(self) -> list[ConnectionEvent]:
         """Give up on the peer (timeout): the transport should be closed at once."""
         return self._lost(1006, "timed out")
-
-
-def binary_frame(payload: bytes) -> bytes:
-    """One final, unmasked binary frame (RFC 6455 §5.2): what every server message is.
-
-    The hot path of every delivery and confirmation. A server's frames are never masked and we
-    never fragment or compress, so the header is two to ten fixed bytes; building it here costs
-    a fraction of ``wsproto``'s general frame writer, which keeps every other frame (control
-    frames, the close handshake) and all of the parsing.
-    """
-    size = len(payload)
-    if size < 126:
-        return bytes((0x82, size)) + payload
-    if size < 0x10000:
-        return _HEADER_16.pack(0x82, 126, size) + payload
-    return _HEADER_64.pack(0x82, 127, size) + payload
-
-
-_HEADER_16 = struct.Struct("!BBH")
-_HEADER_64 = struct.Struct("!BBQ")
-
-
-def _payload(frame: Frame) -> bytes:
-    """A data or ping frame's bytes (``wsproto`` types payloads loosely)."""
-    payload = frame.payload
-    if not isinstance(payload, bytes):  # pragma: no cover - wsproto hands bytes for these
-        raise InvalidState(f"unexpected frame payload {type(payload).__name__}")
-    return payload
-
-
-def _close_payload(frame: Frame) -> tuple[int, str]:
-    """A close frame's code and reason, which ``wsproto`` has already checked."""
-    payload = frame.payload
-    if not isinstance(payload, tuple):  # pragma: no cover - wsproto hands a pair for these
-        raise InvalidState(f"unexpected close payload {type(payload).__name__}")
-    code, reason = payload
-    return int(code), str(reason)
 
 
 def _subprotocols(headers: Headers) -> tuple[str, ...]:

@@ -7,6 +7,12 @@ the next one fills, so many adds share one fsync. Batches are numbered, so whoev
 
 After a failed write the next one waits ``RETRY_FIRST`` seconds, doubling per failure up to
 ``RETRY_MAX``: a full disk is retried, and logged, at a bounded rate rather than in a loop.
+
+A batch that would hold nothing but acked cursors waits up to ``CURSOR_DELAY`` seconds for
+something else to write: a cursor is an optimization (after a crash, what it had not recorded
+is delivered again, which at-least-once allows), so it rides along with the next messages
+rather than costing a write and an fsync of its own, one per ack, that the next add would
+then have to wait behind (protocol §7.1).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ __all__ = ["RETRY_FIRST", "RETRY_MAX", "Durable", "Journal"]
 #: Seconds before the write after a failed one; doubled per failure up to ``RETRY_MAX``.
 RETRY_FIRST: Final = 0.05
 RETRY_MAX: Final = 2.0
+#: Seconds a batch of nothing but cursors waits for company.
+CURSOR_DELAY: Final = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +48,7 @@ class Journal:
     """The filling batch and the writing batch, and the back-off after a failure."""
 
     __slots__ = (
+        "_cursors_due",
         "_filling",
         "_forgotten",
         "_number",
@@ -57,6 +66,8 @@ class Journal:
         self._retry_delay = 0.0
         #: Queues forgotten while the writing batch holds writes for them (``forget``).
         self._forgotten: set[str] = set()
+        #: When a batch of nothing but cursors goes anyway; None until one waits.
+        self._cursors_due: float | None = None
 
     @property
     def filling(self) -> int:
@@ -105,17 +116,29 @@ class Journal:
 
     def next_batch(self, now: float) -> Batch | None:
         """The batch to hand to the shell now, if one may go: none is out, the filling one
-        holds something, and any back-off is over."""
-        if self._writing is not None or not self._filling or now < self._retry_at:
+        holds something, any back-off is over, and it is not only cursors that may wait."""
+        filling = self._filling
+        if self._writing is not None or not filling or now < self._retry_at:
             return None
-        self._writing, self._filling = self._filling, Batch()
+        if not (filling.messages or filling.epochs):
+            if self._cursors_due is None:
+                self._cursors_due = now + CURSOR_DELAY
+            if now < self._cursors_due:
+                return None
+        self._cursors_due = None
+        self._writing, self._filling = filling, Batch()
         self._number += 1
         return self._writing
 
+    def hurry(self) -> None:
+        """Let cursors waiting for company go with the next batch handed out (shutdown)."""
+        self._cursors_due = self._retry_at
+
     def deadline(self) -> float | None:
-        """When a batch held back by the back-off may go."""
+        """When a batch held back (by the back-off, or cursors waiting for company) may go."""
         if self._writing is None and self._filling:
-            return self._retry_at
+            due = self._cursors_due
+            return self._retry_at if due is None or due < self._retry_at else due
         return None
 
     def written(self) -> Durable:

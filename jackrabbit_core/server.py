@@ -70,6 +70,7 @@ from .connection import (
 from .deliveries import Deliveries
 from .envelope import Dialect
 from .exceptions import InvalidState
+from .frames import Unmasker
 from .front import Admit, Authenticator, FrontDoor, Refusal, Reply
 from .journal import Journal
 from .metrics import Counters
@@ -116,8 +117,10 @@ class Server:
         clock_ms: Callable[[], int],
         now: float,
         authenticate: Authenticator | None = None,
+        unmasker: Unmasker | None = None,
     ) -> None:
         self.config = config
+        self._unmasker = unmasker
         self.counters = counters = Counters()
         self._now = now
         records = list(records)
@@ -175,7 +178,7 @@ class Server:
         conn_id = self._next_conn
         self._next_conn += 1
         self._conns[conn_id] = Connection(
-            conn_id, now, max_message_bytes=self.config.max_message_bytes
+            conn_id, now, max_message_bytes=self.config.max_message_bytes, unmasker=self._unmasker
         )
         self.counters.connections += 1
         return conn_id
@@ -388,6 +391,7 @@ class Server:
         """
         self._now = now
         self._front.shutting_down = True
+        self._journal.hurry()
         for conn in list(self._conns.values()):
             self._dirty[conn.id] = conn
             self._handle(conn, conn.close(codes.CLOSE_GOING_AWAY, "server shutting down"))

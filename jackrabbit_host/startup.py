@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Final
 
-from jackrabbit_core import Authenticator
+from jackrabbit_core import Authenticator, Server, Store
 from jackrabbit_core.config import Config
 from jackrabbit_core.exceptions import ConfigError
-from jackrabbit_core.storage import Store
 
 from . import relay
+from .ids import uuid4_bytes_factory
 from .rocks import RocksStore
+from .speedups import c_unmasker
 
 if TYPE_CHECKING:  # psycopg is an optional extra: imported only in cluster mode
     from .cluster import ClusterNode
@@ -70,3 +71,18 @@ def door(config: Config, store: Store) -> Authenticator | None:
 
 #: Addresses that listen everywhere, which other nodes cannot dial.
 _WILDCARDS: Final = ("0.0.0.0", "::", "")
+
+
+def core_server(config: Config, store: Store, now: float) -> Server:
+    """The core, started from what ``store`` recovered, with what both shells give it: UUID4
+    message ids, the wall clock in milliseconds for ``created_at``, and the C unmasker when
+    it is installed (``speedups``); in cluster mode, the check of relays' proofs (``door``)."""
+    return Server(
+        config,
+        store.recover(),
+        new_id=uuid4_bytes_factory(),
+        clock_ms=lambda: time.time_ns() // 1_000_000,
+        now=now,
+        unmasker=c_unmasker(),
+        authenticate=door(config, store),
+    )

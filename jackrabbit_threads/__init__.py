@@ -1,4 +1,4 @@
-"""jackrabbit's threads shell: blocking sockets and ``ssl``, a thread per connection.
+"""jackrabbit's threads shell: blocking reads and ``ssl``, a reader thread per connection.
 
 ``python -m jackrabbit_threads`` runs the server (same flags and behaviour as
 ``python -m jackrabbit_asyncio``); ``Client`` is the blocking client.

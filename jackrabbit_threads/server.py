@@ -1,4 +1,4 @@
-"""The threads shell: blocking sockets, a thread per connection, no event loop.
+"""The threads shell: blocking reads, a thread per connection, no event loop.
 
 It drives ``jackrabbit_core.server.Server`` (the *core*; its module docstring is the calling
 contract) and does nothing the core could decide. The threads and what each one does:
@@ -6,10 +6,11 @@ contract) and does nothing the core could decide. The threads and what each one 
 =================  ==========================================================================
 thread             job
 =================  ==========================================================================
-``serve_forever``  accepts connections (at most ``max_connections`` + ``SPARE_SLOTS`` at a
-                   time) and, once ``stop()`` is called, runs the shutdown
-reader, per conn   TLS handshake, then ``recv`` -> ``receive_data``; EOF -> ``receive_eof``
-writer, per conn   drains the connection's outgoing buffer with ``sendall``
+``serve_forever``  the front door (``frontdoor.FrontDoor``): accepts, runs every pending TLS
+                   handshake non-blocking, and hands finished ones to a new reader; once
+                   ``stop()`` is called, runs the shutdown
+reader, per conn   ``recv`` -> ``receive_data``; EOF -> ``receive_eof``
+writer             drains every connection's outgoing buffer (``writer.Writer``)
 store writer       ``store.write(batch)`` -> ``batch_written`` / ``batch_failed``
 timer              sleeps until ``next_deadline()`` -> ``handle_timer``; forces stuck closes
 =================  ==========================================================================
@@ -18,10 +19,10 @@ One lock (``Server._lock``) guards the core. A thread takes it, calls the core, 
 ``actions()`` before letting go: carrying one out is only an append to a buffer, a flag or a
 queue, never a socket call or a disk write, and doing it under the lock keeps each
 connection's bytes in the order the core produced them (two threads unlocking and then
-appending could swap two deliveries). The socket calls happen on the reader and writer
-threads, the disk writes on the store writer, all without the lock.
+appending could swap two deliveries). The socket calls happen on the front door, the readers
+and the writer, the disk writes on the store writer, all without the lock.
 
-Only readers wait for the lock. The store writer, the timer and the writers *post* their core
+Only readers wait for the lock. The store writer, the timer and the writer *post* their core
 call (a batch is durable, the timer fired, a buffer drained) and go on; whoever holds the lock
 runs posted calls before letting go, and a reader runs them between slices of a large read.
 Under the GIL a thread woken to take a contended lock can wait milliseconds for its turn, so
@@ -31,9 +32,16 @@ a durable batch is answered, and the next one handed out, within one slice.
 TLS runs in ``tls.TLSStream`` (an ``ssl.SSLObject`` over memory buffers) rather than an
 ``ssl.SSLSocket``, which must not be read on one thread while another writes to it.
 
-A slow consumer never blocks anyone else: its bytes pile up in its own buffer, its writer alone
-waits in ``sendall``, and past ``HIGH_WATER`` buffered bytes the core is told it is not
-writable (so it stops delivering to it) until the buffer is back under ``LOW_WATER``.
+What a connection costs: nothing but its socket until it finishes TLS (the front door bounds
+how many may try at once, and every one counts against the slots from accept on); then its
+TLS state, its reader's stack and no buffer while idle, since a reader waits in ``poll``
+rather than in a ``recv`` holding a buffer.
+
+A slow consumer never blocks anyone else: its bytes pile up in its own buffer, the writer
+sends them as the socket takes them, and past ``HIGH_WATER`` buffered bytes the core is told
+it is not writable (so it stops delivering to it) until the buffer is back under
+``LOW_WATER``. Past ``READ_STOP`` buffered bytes its reader stops reading, whatever the peer
+sends (pings, bad requests, adds): a peer that never reads cannot grow our memory.
 """
 
 from __future__ import annotations
@@ -46,12 +54,11 @@ import itertools
 import logging
 import math
 import queue
-import selectors
+import select
 import socket
 import ssl
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
@@ -75,11 +82,14 @@ from jackrabbit_core.storage import Batch, Store
 from jackrabbit_host.cli import bind_error
 from jackrabbit_host.reads import CoreCall, Reader
 from jackrabbit_host.relay import peer_name
-from jackrabbit_host.startup import cluster_node, door, open_store
+from jackrabbit_host.startup import cluster_node, core_server, open_store
 from jackrabbit_host.tls import server_context
 
+from .conn import Conn
+from .frontdoor import Address, FrontDoor
 from .relay import Link
 from .tls import TLSStream
+from .writer import Writer
 
 if TYPE_CHECKING:  # psycopg, which it needs, is an optional extra
     from jackrabbit_host.cluster import ClusterNode
@@ -95,22 +105,23 @@ LOW_WATER: Final = 256 * 1024
 #: Past this many buffered bytes the shell stops reading from a connection (a producer that
 #: never reads its confirmations cannot grow our memory without bound).
 READ_STOP: Final = 16 * HIGH_WATER
-#: Connections beyond ``max_connections`` still given a thread, so the core can answer them
-#: HTTP 503; beyond these, new sockets are closed at once.
+#: Connections beyond ``max_connections`` still served, so the core can answer them HTTP 503;
+#: beyond these, new sockets are closed at once.
 SPARE_SLOTS: Final = 16
 #: How long a closed connection may take to flush its buffer and see the peer hang up before
 #: its socket is shut down by force.
 CLOSE_TIMEOUT: Final = 5.0
-#: How long a shutdown waits for clients to leave and the last batch to be written.
+#: How long a shutdown waits for clients to leave and the last batch to be written ...
 SHUTDOWN_TIMEOUT: Final = 5.0
+#: ... and how long, within that, a connection may go without a byte moving either way before
+#: it is dropped: a client that reads answers the close at once, one that does not never will.
+SHUTDOWN_STALL: Final = 0.5
 #: How long a shutdown then waits for the threads to end.
 JOIN_TIMEOUT: Final = 5.0
-#: Bytes asked of a socket per ``recv``.
+#: Bytes asked of a socket per ``recv`` (only once ``poll`` says some are there).
 RECV_SIZE: Final = 64 * 1024
 #: Bytes fed to the core per call: posted calls run between slices.
 SLICE: Final = 16 * 1024
-#: Bytes a writer takes from its buffer per ``sendall`` (so the buffer shrinks as it goes).
-WRITE_SIZE: Final = 256 * 1024
 
 
 def serve(config: Config) -> Server:
@@ -142,72 +153,6 @@ def _listen(config: Config) -> socket.socket:
     return listener
 
 
-class _Conn:
-    """The shell's side of one connection the core knows: its socket and outgoing buffer.
-
-    ``lock`` guards the fields below it; the reader waits on ``readable`` while reading is
-    paused, the writer on ``writable`` while there is nothing to write.
-    """
-
-    __slots__ = (
-        "broken",
-        "buffered",
-        "closing",
-        "done",
-        "id",
-        "lock",
-        "out",
-        "paused",
-        "readable",
-        "relay",
-        "sock",
-        "throttled",
-        "tls",
-        "tls_pending",
-        "watching",
-        "writable",
-        "written",
-    )
-
-    def __init__(self, conn_id: int, sock: socket.socket, tls: TLSStream) -> None:
-        self.id = conn_id
-        self.sock = sock
-        self.tls = tls
-        self.lock = threading.Lock()
-        self.readable = threading.Condition(self.lock)
-        self.writable = threading.Condition(self.lock)
-        self.out: collections.deque[bytes] = collections.deque()
-        #: Bytes handed to this connection and not yet through ``sendall``.
-        self.buffered = 0
-        #: Bytes handed to this connection that went through ``sendall``, in all.
-        self.written = 0
-        #: The core asked to hear when the buffer is written out (``WatchFlush``).
-        self.watching = False
-        #: The core was told this connection is not writable.
-        self.throttled = False
-        #: The core asked to stop reading (``PauseReading``).
-        self.paused = False
-        #: TLS itself has bytes to send (seen by the reader).
-        self.tls_pending = False
-        #: ``CloseTransport`` came: flush, then shut the socket; the core forgot it.
-        self.closing = False
-        #: The socket failed or was shut by force: nothing more to read or write.
-        self.broken = False
-        #: The reader thread has finished with the socket.
-        self.done = False
-        #: Cluster mode: the link its bytes are piped to, once relayed (protocol §10.3).
-        self.relay: Link | None = None
-
-    def kill(self) -> None:
-        """Shut the socket now, both ways, and wake both threads (they then end)."""
-        with self.lock:
-            self.broken = True
-            self.readable.notify()
-            self.writable.notify()
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-
-
 class Server:
     """A running threads-shell server; make one with ``serve()``.
 
@@ -221,33 +166,30 @@ class Server:
     ) -> None:
         self.config = config
         self._store = store
-        self._context = context
-        self._listener = listener
-        address = listener.getsockname()
         #: The port actually listened on (the real one with ``--port 0``).
-        self.port: int = address[1]
+        self.port: int = listener.getsockname()[1]
         self._lock = threading.Lock()
         #: Core calls posted by threads that do not wait for ``_lock`` (see the docstring).
         self._posted: collections.deque[Callable[[], None]] = collections.deque()
-        self._core = core.Server(
-            config,
-            store.recover(),
-            new_id=lambda: uuid.uuid4().bytes,
-            clock_ms=lambda: time.time_ns() // 1_000_000,
-            now=time.monotonic(),
-            authenticate=door(config, store),
-        )
+        self._core = core_server(config, store, time.monotonic())
         self._reader = Reader(store, self._post_core)
         #: Cluster mode (protocol §10): the node's membership.
         self._cluster: ClusterNode | None = cluster_node(config, store, self.port)
         #: Connections by core id; touched only under ``_lock``.
-        self._conns: dict[int, _Conn] = {}
-        # Sockets and reader threads, for the accept bound and the shutdown.
+        self._conns: dict[int, Conn] = {}
+        # Reader threads, for the accept bound and the shutdown.
         self._registry_lock = threading.Lock()
         self._settled = threading.Condition(self._registry_lock)
-        self._sockets: set[socket.socket] = set()
         self._readers: set[threading.Thread] = set()
-        self._slots = config.max_connections + SPARE_SLOTS
+        self._front_door = FrontDoor(
+            listener,
+            context,
+            slots=config.max_connections + SPARE_SLOTS,
+            timeout=config.handshake_timeout,
+            held=self._readers.__len__,
+            ready=self._admit,
+        )
+        self._writer = Writer(self._sent)
         # The store writer.
         self._batches: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         self._store_thread = threading.Thread(
@@ -256,61 +198,14 @@ class Server:
         # The timer: the core's next deadline and the forced closes, one thread.
         self._timer_cond = threading.Condition()
         self._wake_at = math.inf
-        self._closes: list[tuple[float, int, _Conn]] = []
+        self._closes: list[tuple[float, int, Conn]] = []
         self._close_order = itertools.count()
         self._timer_stop = False
         self._timer_thread = threading.Thread(
             target=self._timer_loop, name="jackrabbit-timer", daemon=True
         )
-        # Stopping: a flag and a self-pipe, both safe to touch from a signal handler.
-        self._stopping = False
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_w.setblocking(False)
         self._done = threading.Event()
         self._started = False
-
-    def _join(self) -> None:
-        """Cluster mode: register the node (it may wait out an old process of the same
-        name), then start its lease keeper and locator."""
-        if self._cluster is not None:
-            self._cluster.join()
-            self._cluster.start(self._post_core)
-
-    def _post_core(self, call: CoreCall) -> None:
-        """From a host thread: run ``call(core, now)`` under the lock soon."""
-        self._post(lambda: call(self._core, time.monotonic()))
-
-    def _relay(self, conn: _Conn, action: Relay) -> None:
-        """``Relay``: pipe ``conn`` to the node serving its queue. With ``_lock`` held."""
-        node = self._cluster
-        if node is None:
-            return
-        try:
-            peer = peer_name(conn.sock.getpeername())
-        except OSError:
-            peer = "unknown"
-        link = conn.relay = Link(
-            action.address,
-            node.relay_head(action, peer),
-            node.link_context,
-            functools.partial(self._deliver, conn),
-            functools.partial(self._closed, conn),
-        )
-        link.start()
-
-    @staticmethod
-    def _deliver(conn: _Conn, data: bytes) -> bool:
-        """A relay link's bytes for its client: queued for the writer, waiting while the
-        buffer is over ``HIGH_WATER``; False once the client is gone."""
-        with conn.lock:
-            while conn.buffered > HIGH_WATER and not (conn.closing or conn.broken):
-                conn.readable.wait(0.05)  # shared with the reader: poll, do not rely on notify
-            if conn.closing or conn.broken:
-                return False
-            conn.out.append(data)
-            conn.buffered += len(data)
-            conn.writable.notify()
-            return True
 
     # -- running --------------------------------------------------------------------------
 
@@ -318,23 +213,23 @@ class Server:
         """Accept connections until ``stop()``; then shut down cleanly and return.
 
         The shutdown: stop accepting, ``core.shutdown`` (clients are closed with 1001), wait
-        up to ``SHUTDOWN_TIMEOUT`` for them to leave and the last batch to be written, shut
-        what is left by force, join every thread, close the store.
+        for them to leave and the last batch to be written (at most ``SHUTDOWN_TIMEOUT``, and
+        a client that stalls for ``SHUTDOWN_STALL`` is dropped), shut what is left by force,
+        join every thread, close the store.
         """
         self._started = True
+        self._writer.start()
         self._store_thread.start()
         self._timer_thread.start()
         try:
-            self._accept_loop()
+            self._front_door.run()
         finally:
             self._close()
             self._done.set()
 
     def stop(self) -> None:
         """Ask ``serve_forever`` to shut down and return; safe in a signal handler."""
-        self._stopping = True
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
+        self._front_door.stop()
 
     def shutdown(self) -> None:
         """``stop()`` and wait until ``serve_forever`` has returned (from another thread)."""
@@ -355,95 +250,95 @@ class Server:
     ) -> None:
         self.shutdown()
 
-    # -- accepting ------------------------------------------------------------------------
+    # -- cluster mode (protocol §10) ------------------------------------------------------
 
-    def _accept_loop(self) -> None:
-        listener = self._listener
-        with selectors.DefaultSelector() as selector:
-            selector.register(listener, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            while not self._stopping:
-                for key, _ in selector.select():
-                    if key.fileobj is self._wake_r:
-                        with contextlib.suppress(OSError):
-                            self._wake_r.recv(64)
-                        continue
-                    self._accept_some(listener)
+    def _join(self) -> None:
+        """Register the node (it may wait out an old process of the same name), then start
+        its lease keeper and locator."""
+        if self._cluster is not None:
+            self._cluster.join()
+            self._cluster.start(self._post_core)
 
-    def _accept_some(self, listener: socket.socket) -> None:
-        for _ in range(64):
-            if self._stopping:
-                return
-            try:
-                sock, _ = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                # Out of file descriptors, most likely: let some connections end first.
-                log.warning("accept failed: %s", exc)
-                time.sleep(0.05)
-                return
-            self._admit(sock)
+    def _post_core(self, call: CoreCall) -> None:
+        """From a host thread: run ``call(core, now)`` under the lock soon."""
+        self._post(lambda: call(self._core, time.monotonic()))
 
-    def _admit(self, sock: socket.socket) -> None:
-        """Give ``sock`` a reader thread, or close it at once when all slots are taken."""
-        with self._registry_lock:
-            if len(self._readers) >= self._slots:
-                refused = True
-            else:
-                refused = False
-                thread = threading.Thread(
-                    target=self._connection, args=(sock,), name="jackrabbit-conn", daemon=True
-                )
-                self._readers.add(thread)
-                self._sockets.add(sock)
-        if refused:
-            log.info("connection refused: %d connections already", self._slots)
-            sock.close()
+    def _relay(self, conn: Conn, action: Relay) -> None:
+        """``Relay``: pipe ``conn`` to the node serving its queue. With ``_lock`` held."""
+        node = self._cluster
+        if node is None:
             return
+        try:
+            peer = peer_name(conn.sock.getpeername())
+        except OSError:
+            peer = "unknown"
+        link = conn.relay = Link(
+            action.address,
+            node.relay_head(action, peer),
+            node.link_context,
+            functools.partial(self._deliver, conn),
+            functools.partial(self._closed, conn),
+        )
+        link.start()
+
+    def _deliver(self, conn: Conn, data: bytes) -> bool:
+        """A relay link's bytes for its client: queued for the writer, waiting while the
+        buffer is over ``HIGH_WATER``; False once the client is gone."""
+        with conn.lock:
+            while conn.buffered > HIGH_WATER and not (conn.closing or conn.broken):
+                conn.readable.wait(0.05)  # shared with the reader: poll, do not rely on notify
+            if conn.closing or conn.broken:
+                return False
+            conn.out.append(data)
+            conn.buffered += len(data)
+        self._writer.wake(conn)
+        return True
+
+    # -- one connection: the reader thread ------------------------------------------------
+
+    def _admit(self, sock: socket.socket, tls: TLSStream, address: Address) -> None:
+        """The front door finished a TLS handshake: give the connection its reader thread."""
+        thread = threading.Thread(
+            target=self._connection,
+            args=(sock, tls, address),
+            name="jackrabbit-conn",
+            daemon=True,
+        )
+        with self._registry_lock:
+            self._readers.add(thread)
         try:
             thread.start()
         except RuntimeError as exc:  # the system's thread limit
             log.warning("connection refused: %s", exc)
             with self._registry_lock:
                 self._readers.discard(thread)
-                self._sockets.discard(sock)
             sock.close()
 
-    # -- one connection: the reader thread ------------------------------------------------
-
-    def _connection(self, sock: socket.socket) -> None:
+    def _connection(self, sock: socket.socket, tls: TLSStream, address: Address) -> None:
+        """A reader thread's life: from the core's ``connect`` to the end of the socket."""
+        conn: Conn | None = None
         try:
-            sock.setblocking(True)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            tls = TLSStream(sock, self._context, server_side=True)
-            try:
-                tls.handshake(self.config.handshake_timeout)
-            except (OSError, ValueError) as exc:
-                # Garbage, plain HTTP, a scanner, a timeout: not worth more than a debug line.
-                log.debug("TLS handshake failed: %s", exc)
-                return
-            self._session(sock, tls)
+            with self._locked() as core_server:
+                conn = Conn(core_server.connect(time.monotonic()), sock, tls, time.monotonic())
+                self._conns[conn.id] = conn
+            if log.isEnabledFor(logging.INFO):
+                log.info("connection %d from %s", conn.id, address)
+            self._session(conn)
         except Exception:
             log.exception("connection thread failed")
         finally:
-            sock.close()
+            if conn is None:
+                sock.close()
+            else:
+                self._writer.retire(conn)  # it closes the socket
+                log.info("connection %d closed", conn.id)
             with self._registry_lock:
-                self._sockets.discard(sock)
                 self._readers.discard(threading.current_thread())
                 self._settled.notify_all()
 
-    def _session(self, sock: socket.socket, tls: TLSStream) -> None:
-        """From the core's ``connect`` to the end: read, and let the writer write."""
-        with self._locked() as core_server:
-            conn = _Conn(core_server.connect(time.monotonic()), sock, tls)
-            self._conns[conn.id] = conn
-        writer = threading.Thread(
-            target=self._write_loop, args=(conn,), name="jackrabbit-writer", daemon=True
-        )
+    def _session(self, conn: Conn) -> None:
+        """Read until the end, then tell the core."""
         try:
-            writer.start()
             self._read_loop(conn)
         finally:
             if conn.relay is not None:
@@ -453,18 +348,24 @@ class Server:
                     core_server.receive_eof(conn.id, time.monotonic())
             if not conn.closing:  # pragma: no cover - the core always closes after an EOF
                 self._closed(conn)
-            if writer.ident is not None:
-                writer.join()
             with self._locked():
                 conn.done = True
                 del self._conns[conn.id]
 
-    def _read_loop(self, conn: _Conn) -> None:
+    def _read_loop(self, conn: Conn) -> None:
         sock, tls = conn.sock, conn.tls
-        data, to_send = tls.decrypt(b"")  # what came along with the handshake
-        if data:
-            self._receive(conn, data)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        raw = b""  # the first turn decrypts what came along with the handshake
         while True:
+            if not conn.closing:  # once the core closed it, wait for the hang-up, ignore the rest
+                try:
+                    self._decrypted(conn, raw)
+                except ssl.SSLError as exc:
+                    log.debug("connection %d: bad TLS record: %s", conn.id, exc)
+                    return
+                if tls.eof:
+                    return
             with conn.lock:
                 while (conn.paused or conn.buffered > READ_STOP) and not (
                     conn.closing or conn.broken
@@ -472,29 +373,31 @@ class Server:
                     conn.readable.wait()
                 if conn.broken:
                     return
+            # Wait in poll, not in recv: an idle connection then holds no receive buffer.
+            poller.poll()
             try:
                 raw = sock.recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                raw = b""
+                continue
             except OSError:
                 return
             if not raw:
                 return
-            if conn.closing:
-                continue  # closed by the core: wait for the peer to hang up, ignore the rest
-            try:
-                data, to_send = tls.decrypt(raw)
-            except ssl.SSLError as exc:
-                log.debug("connection %d: bad TLS record: %s", conn.id, exc)
-                return
-            if to_send:
-                with conn.lock:
-                    conn.tls_pending = True
-                    conn.writable.notify()
-            if data:
-                self._receive(conn, data)
-            if tls.eof:
-                return
+            conn.progress = time.monotonic()
 
-    def _receive(self, conn: _Conn, data: bytes) -> None:
+    def _decrypted(self, conn: Conn, raw: bytes) -> None:
+        """Decrypt ``raw`` and hand the plaintext to the core; wake the writer if TLS itself
+        has something to say. Raises ``ssl.SSLError`` on a bad record."""
+        data, to_send = conn.tls.decrypt(raw)
+        if to_send:
+            with conn.lock:
+                conn.tls_pending = True
+            self._writer.wake(conn)
+        if data:
+            self._receive(conn, data)
+
+    def _receive(self, conn: Conn, data: bytes) -> None:
         if conn.relay is None:
             with self._locked() as core_server:
                 for start in range(0, len(data), SLICE):
@@ -509,44 +412,10 @@ class Server:
         if conn.relay is not None and data and not conn.relay.send(data):
             conn.kill()
 
-    # -- one connection: the writer thread ------------------------------------------------
+    # -- the writer's reports -------------------------------------------------------------
 
-    def _write_loop(self, conn: _Conn) -> None:
-        sock, tls = conn.sock, conn.tls
-        try:
-            while True:
-                with conn.lock:
-                    while not (conn.out or conn.tls_pending or conn.closing or conn.broken):
-                        conn.writable.wait()
-                    if conn.broken:
-                        return
-                    chunks: list[bytes] = []
-                    size = 0
-                    out = conn.out
-                    while out and size < WRITE_SIZE:
-                        chunk = out.popleft()
-                        chunks.append(chunk)
-                        size += len(chunk)
-                    conn.tls_pending = False
-                    closing = conn.closing and not out
-                if chunks:
-                    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                    sock.sendall(tls.encrypt(data))
-                    self._sent(conn, len(data))
-                else:
-                    wire = tls.encrypt(b"")
-                    if wire:
-                        sock.sendall(wire)
-                if closing:
-                    # The core sends nothing after CloseTransport: all is flushed.
-                    sock.sendall(tls.close_notify())
-                    sock.shutdown(socket.SHUT_WR)
-                    return
-        except OSError as exc:
-            log.debug("connection %d: write failed: %s", conn.id, exc)
-            conn.kill()  # the reader then reports the end to the core
-
-    def _sent(self, conn: _Conn, size: int) -> None:
+    def _sent(self, conn: Conn, size: int) -> None:
+        """``size`` bytes of ``conn``'s plaintext are written (on the writer thread)."""
         with conn.lock:
             conn.buffered -= size
             conn.written += size
@@ -555,13 +424,15 @@ class Server:
                 conn.throttled = False
             if conn.buffered <= READ_STOP:
                 conn.readable.notify()
-            flushed = conn.watching and not conn.buffered
-            if flushed:
+            # While the core watches, every write is reported, not only the one that empties
+            # the buffer: a consumer kept busy would otherwise wait for its acks (§8.3).
+            report = conn.watching
+            if not conn.buffered:
                 conn.watching = False
             written = conn.written
         if resume:
             self._post(lambda: self._core.set_writable(conn.id, True, time.monotonic()))
-        if flushed:
+        if report:
             self._post(lambda: self._core.flushed(conn.id, written, time.monotonic()))
 
     # -- the core lock --------------------------------------------------------------------
@@ -655,22 +526,21 @@ class Server:
                 break
         self._rearm(core_server.next_deadline())
 
-    @staticmethod
-    def _push(conn: _Conn, data: bytes) -> bool:
+    def _push(self, conn: Conn, data: bytes) -> bool:
         """Queue ``data`` for the writer; True if that made the connection not writable."""
         with conn.lock:
             if conn.closing:
                 return False
             conn.out.append(data)
             conn.buffered += len(data)
-            conn.writable.notify()
-            if conn.throttled or conn.buffered <= HIGH_WATER:
-                return False
-            conn.throttled = True
-            return True
+            throttle = not conn.throttled and conn.buffered > HIGH_WATER
+            if throttle:
+                conn.throttled = True
+        self._writer.wake(conn)
+        return throttle
 
-    def _watch(self, conn: _Conn) -> None:
-        """``WatchFlush``: report at once if the buffer is empty, else when the writer empties
+    def _watch(self, conn: Conn) -> None:
+        """``WatchFlush``: report at once if the buffer is empty, else as the writer empties
         it (``_sent``). Called with the core lock held, so the report is posted."""
         with conn.lock:
             conn.watching = bool(conn.buffered)
@@ -678,14 +548,14 @@ class Server:
         if written is not None:
             self._post(lambda: self._core.flushed(conn.id, written, time.monotonic()))
 
-    def _closed(self, conn: _Conn) -> None:
+    def _closed(self, conn: Conn) -> None:
         """``CloseTransport``: the writer flushes and shuts; force it after a while."""
         with conn.lock:
             if conn.closing:
                 return
             conn.closing = True
-            conn.writable.notify()
             conn.readable.notify()
+        self._writer.wake(conn)
         deadline = time.monotonic() + CLOSE_TIMEOUT
         with self._timer_cond:
             heapq.heappush(self._closes, (deadline, next(self._close_order), conn))
@@ -738,7 +608,7 @@ class Server:
                     cond.wait(None if delay == math.inf else delay)
                 self._wake_at = math.inf
                 now = time.monotonic()
-                due: list[_Conn] = []
+                due: list[Conn] = []
                 while self._closes and self._closes[0][0] <= now:
                     due.append(heapq.heappop(self._closes)[2])
                 if self._closes:
@@ -755,30 +625,25 @@ class Server:
     # -- shutting down --------------------------------------------------------------------
 
     def _close(self) -> None:
-        self._listener.close()
-        self._wake_r.close()
-        self._wake_w.close()
-        if self._started:
+        """The shutdown (``FrontDoor.run`` closed the listener as it returned): see
+        ``serve_forever``."""
+        if not self._started:
+            self._front_door.close()
+            self._writer.stop(0.0)
+        else:
             with self._locked() as core_server:
                 core_server.shutdown(time.monotonic())
-            deadline = time.monotonic() + SHUTDOWN_TIMEOUT
-            with self._registry_lock:
-                # Readers notify as they end; the last batch is polled for.
-                while not self._quiet() and time.monotonic() < deadline:
-                    self._settled.wait(min(0.05, max(0.0, deadline - time.monotonic())))
-                sockets = list(self._sockets)
+            self._wait_for_clients()
             with self._locked():
                 conns = list(self._conns.values())
             for conn in conns:
                 conn.kill()
-            for sock in sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
             deadline = time.monotonic() + JOIN_TIMEOUT
             with self._registry_lock:
                 readers = list(self._readers)
             for thread in readers:
                 thread.join(max(0.0, deadline - time.monotonic()))
+            writer_done = self._writer.stop(max(0.0, deadline - time.monotonic()))
             self._batches.put(None)
             self._store_thread.join(max(0.0, deadline - time.monotonic()))
             with self._timer_cond:
@@ -787,6 +652,8 @@ class Server:
             self._timer_thread.join(max(0.0, deadline - time.monotonic()))
             left = [t.name for t in (*readers, self._store_thread, self._timer_thread)
                     if t.is_alive()]
+            if not writer_done:
+                left.append("jackrabbit-writer")
             if left:
                 log.warning("threads still running at exit: %s", ", ".join(left))
             if self._store_thread.is_alive():
@@ -795,6 +662,27 @@ class Server:
             self._cluster.close()
         self._reader.close()
         self._store.close()  # in a cluster: hands the queues over at once
+
+    def _wait_for_clients(self) -> None:
+        """Wait, at most ``SHUTDOWN_TIMEOUT``, for the clients to finish the close handshake
+        and the last batch to be written; drop each connection that stalls on the way (no
+        byte in or out for ``SHUTDOWN_STALL``): it does not read, so it never will."""
+        started = time.monotonic()
+        deadline = started + SHUTDOWN_TIMEOUT
+        with self._registry_lock:
+            # Readers notify as they end; the last batch and stalls are polled for.
+            while not self._quiet() and (now := time.monotonic()) < deadline:
+                if now - started >= SHUTDOWN_STALL:
+                    with self._locked():
+                        stalled = [
+                            conn
+                            for conn in self._conns.values()
+                            if now - conn.progress >= SHUTDOWN_STALL
+                        ]
+                    for conn in stalled:
+                        log.debug("connection %d: no close from the peer", conn.id)
+                        conn.kill()
+                self._settled.wait(min(0.05, max(0.0, deadline - now)))
 
     def _quiet(self) -> bool:
         """No client left and nothing left to write. Called with ``_registry_lock`` held."""

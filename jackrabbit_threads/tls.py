@@ -1,15 +1,17 @@
-"""TLS over a plain blocking socket that one thread reads while another writes.
+"""TLS over a plain socket that one thread reads while another writes.
 
 OpenSSL forbids using one ``SSL`` object from two threads at once, so an ``ssl.SSLSocket``
 must not be in ``recv`` on one thread while another thread is in ``sendall``: it works most of
 the time and corrupts the stream under load (python/cpython#76714, openssl/openssl#20446).
 ``TLSStream`` therefore keeps the TLS state in an ``ssl.SSLObject`` over two memory buffers,
 under a lock held only for the CPU work of encrypting or decrypting; the socket underneath is
-plain TCP, which one thread may ``recv`` from while another ``sendall``\\ s.
+plain TCP, which one thread may ``recv`` from while another sends. Nothing here touches the
+socket but the blocking ``handshake()`` (the client's): the server's front door drives many
+handshakes at once with ``advance()``, on non-blocking sockets.
 
 The one rule for callers: the bytes ``encrypt()`` returns must reach the socket in the order
-they were returned, so one thread at a time sends them (the server's per-connection writer,
-the client's sender).
+they were returned, so one thread at a time sends them (the server's writer, the client's
+sender).
 """
 
 from __future__ import annotations
@@ -60,26 +62,39 @@ class TLSStream:
         not speak TLS (garbage, plain HTTP), ``ConnectionError`` if it hangs up, or another
         ``OSError``. The socket is left blocking without a timeout.
         """
-        sock, tls, incoming = self.sock, self._tls, self._incoming
+        sock = self.sock
         deadline = None if timeout is None else time.monotonic() + timeout
+        done = self.advance(b"")
         while True:
-            try:
-                tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                pass
             self._send_pending(deadline)
+            if done:
+                break
             if deadline is not None:
                 sock.settimeout(_remaining(deadline))
             data = sock.recv(RECV_SIZE)
             if not data:
                 raise ConnectionResetError("connection closed during the TLS handshake")
-            incoming.write(data)
-        self._send_pending(deadline)
+            done = self.advance(data)
         sock.settimeout(None)
 
+    def advance(self, data: bytes) -> bool:
+        """Feed the handshake bytes read from the socket (``b""`` to start it); True once it
+        is done. Never blocks: the caller sends what ``encrypt(b"")`` then returns and reads
+        more, however it likes (the server's front door does it for many at once).
+
+        Raises ``ssl.SSLError`` for a peer that does not speak TLS.
+        """
+        with self._lock:
+            if data:
+                self._incoming.write(data)
+            try:
+                self._tls.do_handshake()
+            except ssl.SSLWantReadError:
+                return False
+            return True
+
     def _send_pending(self, deadline: float | None) -> None:
-        pending = self._outgoing.read()
+        pending = self.encrypt(b"")
         if pending:
             if deadline is not None:
                 self.sock.settimeout(_remaining(deadline))

@@ -17,9 +17,9 @@ from jackrabbit_core.client import (
     ServerError,
     Subscribed,
 )
-from jackrabbit_core.connection import binary_frame
+from jackrabbit_core.frames import binary_frame
 from jackrabbit_core.front import MAX_SCRAPES
-from jackrabbit_core.journal import RETRY_FIRST, RETRY_MAX
+from jackrabbit_core.journal import CURSOR_DELAY, RETRY_FIRST, RETRY_MAX
 from jackrabbit_core.voices import V1
 
 from .memstore import MemoryStore
@@ -136,6 +136,7 @@ def test_epoch_and_cursor_survive_restart() -> None:
     assert events[0] == Subscribed("active", 1, 1)
     consumer.protocol.ack(2)
     world.flush(consumer)
+    world.tick(CURSOR_DELAY)  # a cursor alone is written after a short wait
     world.close()
     world = World(db)
     consumer = opened(world)
@@ -497,3 +498,53 @@ def test_large_messages_are_paced_a_few_per_pump(world: World) -> None:
     world.tick(0.0)
     rest = [e for e in world.take_events(consumer) if isinstance(e, Delivery)]
     assert [d.seq for d in first + rest] == list(range(1, 11))
+
+
+def test_a_cursor_rides_with_the_next_adds_or_goes_alone_after_a_while() -> None:
+    """An ack does not cost a write of its own that the next add would wait behind: the
+    cursor goes with the next batch of messages, or alone after ``CURSOR_DELAY``."""
+    world = World(auto_write=False)
+    producer, consumer = opened(world), opened(world)
+    consumer.protocol.take()
+    world.flush(consumer)
+    world.release()  # the epoch
+    producer.protocol.add(b"a")
+    world.flush(producer)
+    world.release()
+    consumer.protocol.ack(1)
+    world.flush(consumer)
+    assert world.held == []  # the cursor waits for company
+    producer.protocol.add(b"b")
+    world.flush(producer)
+    (batch,) = world.held
+    assert (len(batch.messages), batch.cursors) == (1, {"default": 1})
+    world.release()
+    consumer.protocol.ack(2)
+    world.flush(consumer)
+    world.tick(CURSOR_DELAY / 2)
+    assert world.held == []
+    world.tick(CURSOR_DELAY / 2)
+    (alone,) = world.held
+    assert (alone.messages, alone.cursors) == ([], {"default": 2})
+    world.close()
+
+
+def test_shutdown_writes_a_waiting_cursor_at_once() -> None:
+    world = World(auto_write=False)
+    producer, consumer = opened(world), opened(world)
+    consumer.protocol.take()
+    world.flush(consumer)
+    world.release()
+    add_held = producer.protocol.add(b"a")
+    world.flush(producer)
+    world.release()
+    assert add_held == 1
+    consumer.protocol.ack(1)
+    world.flush(consumer)
+    assert world.held == [] and not world.server.idle
+    world.server.shutdown(world.now)
+    world.run()
+    (batch,) = world.held
+    assert batch.cursors == {"default": 1}
+    world.release()
+    assert world.server.idle

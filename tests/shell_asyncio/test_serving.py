@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import uuid
 from pathlib import Path
 
 import pytest
 
-from jackrabbit_asyncio.server import uuid4_bytes_factory
 from jackrabbit_core.client import ClientProtocol, Opened, Subscribed
 
 from .conftest import Certs, run, running
@@ -110,12 +108,3 @@ def test_healthz_on_the_tls_port(certs: Certs, tmp_path: Path) -> None:
             assert response.endswith(b"ok\n")
 
     run(scenario())
-
-
-def test_message_ids_are_random_version_4_uuids() -> None:
-    new_id = uuid4_bytes_factory()
-    ids = [new_id() for _ in range(2000)]
-    assert len(set(ids)) == len(ids)
-    for raw in ids:
-        parsed = uuid.UUID(bytes=raw)
-        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,8 +72,8 @@ class Starter:
         server = serve(Config(**settings))
         thread = threading.Thread(target=server.serve_forever, name="test-server")
         thread.start()
-        # serve_forever starts the store writer and the timer first: let thread counts
-        # taken by a test include them.
+        # serve_forever starts the writer, the store writer and the timer first (in that
+        # order): let thread counts taken by a test include them.
         deadline = time.monotonic() + WAIT
         while not (server._timer_thread.is_alive() and server._store_thread.is_alive()):
             assert time.monotonic() < deadline
@@ -103,6 +103,51 @@ class Process(ServerProcess):
 
     def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
         super().__init__("jackrabbit_threads", *args, cwd=cwd, env=env)
+
+    def rss_mb(self) -> float:
+        """The process's resident memory in MB, from /proc."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS line")
+
+
+@dataclass
+class Spawned:
+    """A server in a process of its own (its memory and threads are its own), on 127.0.0.1."""
+
+    process: Process
+    port: int
+    ca: str
+
+    @property
+    def url(self) -> str:
+        return f"wss://{HOST}:{self.port}"
+
+    def client(self, queue: str = "default", **kwargs: Any) -> Client:
+        return Client.connect(self.url, queue, ca=self.ca, **kwargs)
+
+
+@pytest.fixture
+def spawn(certs: Certs, tmp_path: Path) -> Iterator[Callable[..., Spawned]]:
+    """``spawn(*flags)`` runs ``python -m jackrabbit_threads`` with a fresh db; all are
+    killed at the end."""
+    started: list[Process] = []
+
+    def start(*flags: str) -> Spawned:
+        db = tmp_path / f"db{len(started)}"
+        process = Process(
+            "--host", HOST, "--port", "0", "--db", str(db), "--chain-cert", certs.chain,
+            "--private-key", certs.key, "--fsync", "never", *flags,
+            cwd=tmp_path,
+        )  # fmt: skip
+        started.append(process)
+        return Spawned(process, process.port(), certs.ca)
+
+    yield start
+    for process in started:
+        process.kill()
 
 
 def run(*args: str, cwd: Path, timeout: float = WAIT) -> subprocess.CompletedProcess[str]:

@@ -118,11 +118,12 @@ def test_garbage_and_plain_http_are_dropped_quietly(
             sock.sendall(payload)
             while sock.recv(4096):
                 pass
-    # The server still serves, and logged nothing worse than debug.
-    with running.client() as client:
-        assert client.add(b"after") == 1
+    # The server logged nothing worse than debug (they never got a connection number) ...
     server_records = [r for r in caplog.records if r.name == "jackrabbit.threads"]
     assert not [r for r in server_records if r.levelno >= logging.INFO]
+    # ... and still serves.
+    with running.client() as client:
+        assert client.add(b"after") == 1
 
 
 def test_max_connections_refuses_the_next_with_503(start: Starter) -> None:
@@ -189,3 +190,19 @@ def test_reconnect_after_a_server_restart(start: Starter) -> None:
         second.stop()
     finally:
         client.close()
+
+
+def test_connections_are_logged_at_info(
+    running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``JACKRABBIT_LOG=info`` shows each connection come and go, as in the asyncio shell."""
+    caplog.set_level(logging.INFO, logger="jackrabbit.threads")
+    with running.client() as client:
+        client.add(b"x")
+    deadline = time.monotonic() + WAIT
+    while not any(r.getMessage().endswith(" closed") for r in caplog.records):
+        assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+        time.sleep(0.02)
+    lines = [r.getMessage() for r in caplog.records if r.name == "jackrabbit.threads"]
+    assert lines[0].startswith("connection 1 from ('127.0.0.1', ")
+    assert lines[-1] == "connection 1 closed"
