@@ -45,7 +45,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NoReturn
 
 import psycopg
 
@@ -283,10 +283,10 @@ class PgStore:
         for queue, message, _ in batch.messages:
             last[queue] = message.seq
         names = sorted(batch.queues())
-        try:
-            generations = [self.generations[name] for name in names]
-        except KeyError as exc:
-            raise Fenced({str(exc.args[0])}) from None
+        missing = {name for name in names if name not in self.generations}
+        if missing:  # never taken, or the lease was lost meanwhile
+            self._fenced(missing)
+        generations = [self.generations[name] for name in names]
         fence = (
             names,
             generations,
@@ -299,10 +299,7 @@ class PgStore:
         with self._conn("write to") as conn, conn.transaction():
             held = {row[0] for row in conn.execute(_FENCE, fence)}
             if len(held) != len(names):
-                lost = set(names) - held
-                if self.on_fenced is not None:
-                    self.on_fenced(lost)
-                raise Fenced(lost)
+                self._fenced(set(names) - held)
             if batch.messages:
                 with conn.cursor().copy(
                     "COPY jackrabbit_messages (queue, seq, id, created_at, data) "
@@ -432,6 +429,12 @@ class PgStore:
             {"name": name, "advertise": advertise, "alive": alive, "queues": list(queues)}  # type: ignore[call-overload]
             for name, advertise, alive, queues in rows
         ]
+
+    def _fenced(self, queues: set[str]) -> NoReturn:
+        """A write for ``queues`` may not happen: say so, and fail it (nothing written)."""
+        if self.on_fenced is not None:
+            self.on_fenced(queues)
+        raise Fenced(queues)
 
     def _registered(self) -> Node:
         node = self.node

@@ -29,6 +29,10 @@ def test_sigterm_hands_the_queues_over_at_once(
         assert consumer.take()["epoch"] == 1
         assert [m["seq"] for m in consumer.messages(3)] == [1, 2, 3]
         consumer.ack(1)
+        # Acks have no answer: a request after it that does (a second take, refused) shows
+        # that a has read the ack, so its shutdown writes the cursor.
+        consumer.send({"command": "take", "req": "sync"})
+        assert consumer.expect("error", req="sync")["code"] == "bad_request"
         stopped = time.monotonic()
         a.send_signal(signal.SIGTERM)
         assert a.wait(15) == 0
