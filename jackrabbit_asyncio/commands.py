@@ -33,7 +33,9 @@ async def run_add(
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
     context = client_context(command.ca)
-    async with await Client.connect(command.url, command.queue, ssl=context) as client:
+    async with await Client.connect(
+        command.url, command.queue, ssl=context, token=command.token
+    ) as client:
         if command.messages:
             for text in command.messages:
                 seq = await client.add(text.encode(), key=command.key)
@@ -80,7 +82,9 @@ async def run_take(command: TakeCommand, stdout: TextIO | None = None) -> int:
     if command.count is not None and command.count <= 0:
         return 0
     context = client_context(command.ca)
-    async with await Client.connect(command.url, command.queue, ssl=context) as client:
+    async with await Client.connect(
+        command.url, command.queue, ssl=context, token=command.token
+    ) as client:
         seen = 0
         async for message in client.take(command.prefetch):
             text = message.data.decode("utf-8", "replace")

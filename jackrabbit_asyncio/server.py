@@ -1,31 +1,32 @@
-"""The asyncio shell: one event loop, one ``asyncio.Protocol`` per connection, one writer thread.
+"""The asyncio shell: one event loop, a ``Link`` per connection, one writer thread.
 
 It drives ``jackrabbit_core.server.Server`` (the *core*; its module docstring is the calling
 contract) and decides nothing the core could decide. Everything runs on the event loop thread
 except ``Store.write``, which runs on a single writer thread:
 
-==============================  ==================================================================
-loop event                      core call, then one ``_flush()``
-==============================  ==================================================================
-TLS handshake done              ``connect(now)`` (a failed handshake never reaches the core)
-``buffer_updated`` (bytes in)   ``receive_data(conn, data, now)``
-``connection_lost``             ``receive_eof(conn, now)``
-``pause_`` / ``resume_writing`` ``set_writable(conn, False / True, now)``
-the timer fires                 ``handle_timer(now)``
-the writer finished a batch     ``batch_written(now)`` or ``batch_failed(reason, now)``
-SIGTERM / SIGINT                ``shutdown(now)``
-==============================  ==================================================================
+================================  ================================================================
+loop event                        core call, then one ``_flush()``
+================================  ================================================================
+a link's TLS handshake is done    ``connect(now)`` (a failed handshake never reaches the core)
+plaintext from a link             ``receive_data(conn, data, now)``
+the link's peer closed or failed  ``receive_eof(conn, now)``
+its buffer went over / under      ``set_writable(conn, False / True, now)``
+a watched link wrote more         ``flushed(conn, written, now)`` (on the next turn)
+the timer fires                   ``handle_timer(now)``
+the writer finished a batch       ``batch_written(now)`` or ``batch_failed(reason, now)``
+SIGTERM / SIGINT                  ``shutdown(now)``
+================================  ================================================================
 
-``_flush()`` carries out ``actions()`` in order (``Send`` -> ``transport.write``,
-``CloseTransport`` -> ``transport.close``, ``PauseReading`` / ``ResumeReading`` -> the
-transport's, ``WriteBatch`` -> the writer thread) and re-arms the single timer at
-``next_deadline()`` when it moved. A transport may call ``pause_writing`` from inside
-``write``; that core call's actions are then carried out by the same ``_flush`` (it loops), so
-bytes always leave in the order the core produced them.
+``_flush()`` carries out ``actions()`` in order (``Send`` -> ``Link.write``,
+``CloseTransport`` -> ``Link.close``, ``PauseReading`` / ``ResumeReading`` -> the link's,
+``WatchFlush`` -> a ``flushed`` report once the link has written that far, ``WriteBatch`` ->
+the writer thread) and re-arms the single timer at ``next_deadline()`` when it moved. A link
+may report its buffer full from inside ``write``; that core call's actions are then carried out
+by the same ``_flush`` (it loops), so bytes always leave in the order the core produced them.
 
-Why protocols and not streams: ``buffer_updated`` hands the decrypted bytes straight to the core,
-and each ``Send`` (all of a connection's output of one core call, already joined) is one
-``transport.write``; streams would add a buffer copy and a task switch on both paths.
+The sockets, TLS and buffers are ``link.Link``'s (TLS over memory buffers, so that a
+connection costs only what it holds and the shell knows what reached the kernel); who may
+connect at all is ``acceptor.Acceptor``'s (every connection counts from its accept on).
 """
 
 from __future__ import annotations
@@ -33,11 +34,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import logging
 import ssl
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Final
 
 from jackrabbit_core import Config, ConfigError
 from jackrabbit_core.actions import (
@@ -60,6 +60,8 @@ from jackrabbit_host.reads import CoreCall, Reader
 from jackrabbit_host.startup import cluster_node, core_server, open_store
 from jackrabbit_host.tls import server_context
 
+from .acceptor import SPARE, TLS_TIMEOUT, Acceptor, listen
+from .link import Link, Phase, Shared
 from .relay import Pipe
 
 if TYPE_CHECKING:  # psycopg, which it needs, is an optional extra
@@ -69,22 +71,8 @@ __all__ = ["Server", "serve"]
 
 log = logging.getLogger("jackrabbit.asyncio")
 
-#: A connection's buffered outgoing bytes past which the core is told it is not writable ...
-HIGH_WATER: Final = 1024 * 1024
-#: ... and under which it is writable again.
-LOW_WATER: Final = 256 * 1024
-#: Seconds the TLS ``close_notify`` exchange may take before a closed transport is dropped.
-CLOSE_TIMEOUT: Final = 5.0
 #: Seconds a shutdown waits for clients to leave and the last batch to be written.
 SHUTDOWN_TIMEOUT: Final = 5.0
-#: Decrypted bytes handed to the core per connection per turn of the loop (one TLS record
-#: holds at most 16 KiB).
-READ_SLICE: Final = 16 * 1024
-#: How often connections with unwritten deliveries to an original-dialect consumer are
-#: checked for being written out (``WatchFlush``).
-FLUSH_POLL: Final = 0.005
-#: Pending connections the kernel may queue for us.
-BACKLOG: Final = 1024
 
 
 async def serve(config: Config) -> Server:
@@ -106,70 +94,6 @@ async def serve(config: Config) -> Server:
     return server
 
 
-def _written_out(transport: asyncio.Transport) -> bool:
-    """Whether everything written to ``transport`` has reached the socket: nothing in the
-    TLS layer's buffers nor in the socket transport's beneath it."""
-    if transport.get_write_buffer_size():
-        return False
-    inner = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
-    return inner is None or not inner.get_write_buffer_size()
-
-
-class _Connection(asyncio.BufferedProtocol):
-    """One TLS connection: forwards its events to the core, nothing more.
-
-    A buffered protocol with a small buffer: asyncio's TLS layer decrypts at most
-    ``READ_SLICE`` bytes into it per turn of the loop and comes back for the rest on the
-    next turn, so a producer's burst is handed to the core in slices. Between slices the loop
-    runs other callbacks, above all the writer thread's "batch durable": the first adds of a
-    burst are being synced while the rest are still being decoded, and their confirmations
-    leave early, which keeps producers' pipelines full instead of in lock step.
-    """
-
-    __slots__ = ("_buffer", "_server", "handed", "id", "transport")
-
-    def __init__(self, server: Server) -> None:
-        self._server = server
-        self.id = 0  # the core's id, set once the TLS handshake is done
-        self.transport: asyncio.Transport | None = None
-        #: Bytes of ``Send`` data handed to the transport, in all (for ``WatchFlush``).
-        self.handed = 0
-        self._buffer = memoryview(bytearray(READ_SLICE))
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport = cast(asyncio.Transport, transport)
-        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
-        self.id = self._server._opened(self)
-        if log.isEnabledFor(logging.INFO):
-            log.info("connection %d from %s", self.id, transport.get_extra_info("peername"))
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        server = self._server
-        server._core.receive_data(self.id, self._buffer[:nbytes].tobytes(), server._loop.time())
-        server._flush()
-
-    def eof_received(self) -> bool:
-        return False  # let the transport close; connection_lost reports it
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if log.isEnabledFor(logging.INFO):
-            log.info("connection %d closed%s", self.id, f": {exc}" if exc else "")
-        self._server._lost(self)
-
-    def pause_writing(self) -> None:
-        server = self._server
-        server._core.set_writable(self.id, False, server._loop.time())
-        server._flush()
-
-    def resume_writing(self) -> None:
-        server = self._server
-        server._core.set_writable(self.id, True, server._loop.time())
-        server._flush()
-
-
 class Server:
     """A running asyncio-shell server; make one with ``await serve(config)``.
 
@@ -187,21 +111,19 @@ class Server:
         #: The port actually listened on (the real one with ``--port 0``); set by ``serve``.
         self.port = 0
         self._store = store
-        self._context = context
         self._loop = asyncio.get_running_loop()
         self._core = core_server(config, store, self._loop.time())
         self._reader = Reader(store, self._post)
-        #: Cluster mode (protocol §10): the node's membership, and the relayed connections.
+        #: Cluster mode (protocol §10): the node's membership, and the relayed links.
         self._cluster: ClusterNode | None = None
-        self._pipes: set[Pipe] = set()
-        self._listener: asyncio.Server | None = None
-        #: Connections the core knows, by core id.
-        self._by_id: dict[int, _Connection] = {}
-        #: Connections whose flush the core waits to hear of (``WatchFlush``).
-        self._watching: set[_Connection] = set()
-        self._watch_timer: asyncio.Handle | None = None
-        #: Every connection whose TLS handshake is done and whose transport is not yet gone.
-        self._connections: set[_Connection] = set()
+        self._pipes: dict[Link, Pipe] = {}
+        self._shared = Shared(self._loop, context, self)
+        self._acceptor: Acceptor | None = None
+        #: Links the core knows, by core id.
+        self._by_id: dict[int, Link] = {}
+        #: Links whose written bytes the core waits to hear of (``WatchFlush``).
+        self._watching: set[Link] = set()
+        self._report: asyncio.Handle | None = None
         self._writer = concurrent.futures.ThreadPoolExecutor(1, "jackrabbit-store")
         self._writing = False
         self._timer: asyncio.TimerHandle | None = None
@@ -217,27 +139,27 @@ class Server:
     async def _listen(self) -> None:
         config = self.config
         try:
-            self._listener = await self._loop.create_server(
-                lambda: _Connection(self),
-                config.host,
-                config.port,
-                ssl=self._context,
-                ssl_handshake_timeout=config.handshake_timeout,
-                ssl_shutdown_timeout=CLOSE_TIMEOUT,
-                backlog=BACKLOG,
-                reuse_address=True,
-            )
+            listeners = listen(config.host, config.port)
         except OSError as exc:
             raise ConfigError(bind_error(config, exc)) from None
-        self.port = self._listener.sockets[0].getsockname()[1]
+        self.port = listeners[0].getsockname()[1]
         self._cluster = cluster_node(config, self._store, self.port)
-        self._install_exception_handler()
+        shared = self._shared
+        self._acceptor = Acceptor(
+            self._loop,
+            listeners,
+            lambda sock, now: Link(shared, sock, now),
+            capacity=config.max_connections + SPARE,
+            tls_timeout=min(TLS_TIMEOUT, config.handshake_timeout),
+        )
+        self._acceptor.start()
         self._flush()  # arms the timer (the heartbeat sweep)
 
+    # -- cluster mode (protocol §10) ----------------------------------------------------------
+
     async def _join(self) -> None:
-        """Cluster mode: register the node (off the loop: it may wait out an old process of
-        the same name), then start its lease keeper and locator. Questions the core asks
-        meanwhile wait for them."""
+        """Register the node (off the loop: it may wait out an old process of the same name),
+        then start its lease keeper and locator. Questions the core asks meanwhile wait."""
         node = self._cluster
         if node is not None:
             await self._loop.run_in_executor(None, node.join)
@@ -254,26 +176,21 @@ class Server:
             self._flush()
 
     def _relay(self, action: Relay) -> None:
-        """Hand connection ``action.conn`` over to a pipe to the node serving its queue."""
-        connection = self._by_id.pop(action.conn, None)
+        """Pipe link ``action.conn`` to the node serving its queue; its events go to the
+        pipe from now on (``received``, ``writable``, ``ended``, ``gone``)."""
+        link = self._by_id.pop(action.conn, None)
         node = self._cluster
-        if connection is None or connection.transport is None or node is None:
+        if link is None or node is None:
             return
-        self._connections.discard(connection)
-        self._watching.discard(connection)
-        transport = connection.transport
-        head = node.relay_head(action, relay.peer_name(transport.get_extra_info("peername")))
-        pipe = Pipe(transport, functools.partial(self._relay_done, action.conn))
-        self._pipes.add(pipe)
+        self._watching.discard(link)
+        link.watched = False
+        try:
+            peer = relay.peer_name(link.sock.getpeername())
+        except OSError:
+            peer = "unknown"
+        pipe = self._pipes[link] = Pipe(link)
+        head = node.relay_head(action, peer)
         self._loop.create_task(pipe.run(head, action.address, node.link_context, self._loop))
-        self._changed.set()
-
-    def _relay_done(self, conn_id: int, pipe: Pipe) -> None:
-        """A relayed connection ended: it no longer counts against --max-connections."""
-        self._pipes.discard(pipe)
-        if not self._done.is_set():
-            self._core.receive_eof(conn_id, self._loop.time())
-            self._flush()
 
     # -- running --------------------------------------------------------------------------
 
@@ -288,7 +205,9 @@ class Server:
 
     async def shutdown(self) -> None:
         """Stop accepting, close every client with 1001, wait (at most ``SHUTDOWN_TIMEOUT``)
-        for them to leave and for the last batch to be durable, then close the store."""
+        for their close handshakes and for the last batch to be durable, then close the
+        store. Only a client that does not read holds it for the whole bound: its close
+        frame waits behind what it has not read."""
         self.stop()
         await self._close()
 
@@ -310,8 +229,10 @@ class Server:
         self._closed = True
         loop = self._loop
         try:
-            if self._listener is not None:
-                self._listener.close()
+            if self._acceptor is not None:
+                self._acceptor.close()
+            for pipe in list(self._pipes.values()):
+                pipe.end()  # the owners close their side of these clients
             self._core.shutdown(loop.time())
             self._flush()
             deadline = loop.time() + SHUTDOWN_TIMEOUT
@@ -322,19 +243,19 @@ class Server:
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), remaining)
-            for connection in list(self._connections):
-                if connection.transport is not None:
-                    connection.transport.abort()
-            for pipe in list(self._pipes):
+            for pipe in list(self._pipes.values()):
                 pipe.abort()
-            if self._timer is not None:
-                self._timer.cancel()
+            if self._acceptor is not None:
+                for link in list(self._acceptor.links):
+                    link.abort()
+            for handle in (self._timer, self._report):
+                if handle is not None:
+                    handle.cancel()
             if self._writing:
                 log.warning("a store write is still running at exit: the store is left open")
                 self._writer.shutdown(wait=False)
                 return
             self._writer.shutdown(wait=True)
-            await asyncio.sleep(0)  # let the aborted transports report connection_lost
             if self._cluster is not None:
                 await loop.run_in_executor(None, self._cluster.close)
             self._reader.close()
@@ -343,25 +264,74 @@ class Server:
             self._done.set()
 
     def _quiet(self) -> bool:
-        """Every client gone and nothing left to write."""
-        return not self._connections and not self._writing and self._core.idle
+        """Every client gone, or sent all we had for it and a FIN (what is left is its own
+        EOF, not worth waiting for), and nothing left to write."""
+        links = self._acceptor.links if self._acceptor is not None else ()
+        return (
+            all(link.phase is Phase.LINGER for link in links)
+            and not self._writing
+            and self._core.idle
+        )
 
-    # -- connections ----------------------------------------------------------------------
+    # -- what links report (``link.Events``) -------------------------------------------------
 
-    def _opened(self, connection: _Connection) -> int:
-        assert connection.transport is not None
-        conn_id = self._core.connect(self._loop.time())
-        self._connections.add(connection)
-        self._by_id[conn_id] = connection
+    def established(self, link: Link) -> None:
+        if self._acceptor is not None:
+            self._acceptor.established(link)
+        link.id = self._core.connect(self._loop.time())
+        self._by_id[link.id] = link
+        if log.isEnabledFor(logging.INFO):
+            with contextlib.suppress(OSError):
+                log.info("connection %d from %s", link.id, link.sock.getpeername())
         self._flush()
-        return conn_id
 
-    def _lost(self, connection: _Connection) -> None:
-        self._connections.discard(connection)
-        self._watching.discard(connection)
-        self._by_id.pop(connection.id, None)
-        self._core.receive_eof(connection.id, self._loop.time())
+    def received(self, link: Link, data: bytes) -> None:
+        pipe = self._pipes.get(link)
+        if pipe is not None:
+            pipe.from_client(data)
+            return
+        self._core.receive_data(link.id, data, self._loop.time())
         self._flush()
+
+    def ended(self, link: Link) -> None:
+        pipe = self._pipes.get(link)
+        if pipe is not None:
+            pipe.end()
+        elif self._by_id.get(link.id) is link:
+            self._core.receive_eof(link.id, self._loop.time())
+            self._flush()
+
+    def writable(self, link: Link, writable: bool) -> None:
+        pipe = self._pipes.get(link)
+        if pipe is not None:
+            pipe.client_writable(writable)
+            return
+        self._core.set_writable(link.id, writable, self._loop.time())
+        self._flush()
+
+    def wrote(self, link: Link) -> None:
+        if self._report is None:
+            # Not inline: the report may free the consumer for more deliveries, and the loop
+            # must get a turn between them.
+            self._report = self._loop.call_soon(self._report_flushed)
+
+    def lingering(self, link: Link) -> None:
+        self._changed.set()  # a shutdown does not wait for its EOF
+
+    def gone(self, link: Link) -> None:
+        if self._acceptor is not None:
+            self._acceptor.discard(link)
+        pipe = self._pipes.pop(link, None)
+        if pipe is not None:  # a relay ended: it no longer counts against --max-connections
+            pipe.end()
+            if not self._done.is_set():
+                self._core.receive_eof(link.id, self._loop.time())
+                self._flush()
+        if link.id:
+            if self._by_id.get(link.id) is link:  # dropped before the core closed it
+                del self._by_id[link.id]
+            self._watching.discard(link)
+            log.info("connection %d closed", link.id)
         self._changed.set()
 
     # -- carrying out the core's actions --------------------------------------------------
@@ -369,15 +339,14 @@ class Server:
     def _flush(self) -> None:
         """Carry out ``actions()`` in order, then re-arm the timer; run after every core call.
 
-        Re-entrant calls (a ``transport.write`` that calls ``pause_writing``) only ask the
-        running one to go round again.
+        Re-entrant calls (a ``Link.write`` that reports the buffer full) only ask the running
+        one to go round again.
         """
         if self._flushing:
             self._again = True
             return
         self._flushing = True
         core_server, by_id = self._core, self._by_id
-        watch = False
         try:
             while True:
                 self._again = False
@@ -396,36 +365,28 @@ class Server:
                     if isinstance(action, Relay):
                         self._relay(action)
                         continue
-                    connection = by_id.get(action.conn)
-                    transport = None if connection is None else connection.transport
-                    if connection is None or transport is None:
+                    link = by_id.get(action.conn)
+                    if link is None:
                         continue
                     if isinstance(action, Send):
-                        if not transport.is_closing():
-                            connection.handed += len(action.data)
-                            transport.write(action.data)
+                        link.write(action.data)
                     elif isinstance(action, CloseTransport):
                         del by_id[action.conn]
-                        self._watching.discard(connection)
-                        transport.close()
+                        self._watching.discard(link)
+                        link.close()
                         self._changed.set()
                     elif isinstance(action, PauseReading):
-                        if not transport.is_closing():
-                            transport.pause_reading()
+                        link.pause_reading()
                     elif isinstance(action, ResumeReading):
-                        if not transport.is_closing():
-                            transport.resume_reading()
+                        link.resume_reading()
                     elif isinstance(action, WatchFlush):
-                        self._watching.add(connection)
-                        watch = True
+                        link.watched = True
+                        self._watching.add(link)
+                        self.wrote(link)
                 if not self._again:
                     break
         finally:
             self._flushing = False
-        if watch and self._watch_timer is None:
-            # Not inline: the report may free the consumer for more deliveries, and the loop
-            # must get a turn between them.
-            self._watch_timer = self._loop.call_soon(self._report_flushed)
         deadline = core_server.next_deadline()
         if deadline != self._deadline:
             if self._timer is not None:
@@ -434,16 +395,16 @@ class Server:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _report_flushed(self) -> None:
-        """Tell the core which watched connections have written out everything handed to
-        them; look again shortly for those that have not."""
-        self._watch_timer = None
-        done = [c for c in self._watching if c.transport is not None and _written_out(c.transport)]
-        for connection in done:
-            self._watching.discard(connection)
-            self._core.flushed(connection.id, connection.handed, self._loop.time())
+        """Tell the core how far each watched link has written; a link written out is no
+        longer watched, the others report again when they write more (``wrote``)."""
+        self._report = None
+        now = self._loop.time()
+        for link in list(self._watching):
+            if link.written >= link.handed:
+                self._watching.discard(link)
+                link.watched = False
+            self._core.flushed(link.id, link.written, now)
         self._flush()
-        if self._watching and self._watch_timer is None:
-            self._watch_timer = self._loop.call_later(FLUSH_POLL, self._report_flushed)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -476,24 +437,3 @@ class Server:
             self._core.batch_failed(str(exc), now)
         self._flush()
         self._changed.set()
-
-    # -- the loop's exception handler -----------------------------------------------------
-
-    def _install_exception_handler(self) -> None:
-        previous = self._loop.get_exception_handler()
-
-        def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-            exc = context.get("exception")
-            message = str(context.get("message", ""))
-            if isinstance(exc, ssl.SSLError | ConnectionError | TimeoutError) or (
-                "SSL" in message and (exc is None or isinstance(exc, OSError))
-            ):
-                # Garbage before TLS, plain HTTP on the TLS port, a scanner: not our problem.
-                log.debug("%s: %r", message, exc)
-                return
-            if previous is not None:
-                previous(loop, context)
-            else:
-                loop.default_exception_handler(context)
-
-        self._loop.set_exception_handler(handler)

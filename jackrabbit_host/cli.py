@@ -15,9 +15,10 @@ import logging
 import os
 import shlex
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from jackrabbit_core.client import Endpoint
+from jackrabbit_core.client import Endpoint, check_token
 from jackrabbit_core.config import Config
 from jackrabbit_core.envelope import DEFAULT_PREFETCH, MAX_PREFETCH
 from jackrabbit_core.exceptions import ConfigError
@@ -27,6 +28,8 @@ from .devcerts import dev_paths
 from .options import RaisingParser, parse_args
 
 DEV_URL = "wss://127.0.0.1:8443"
+#: Where the terminal commands find a token when ``--token`` is not given.
+TOKEN_VARIABLE = "JACKRABBIT_TOKEN"
 #: Where the terminal commands look for a CA when ``--ca`` is not given: a ``--dev`` server's,
 #: with the default ``--db``, started in the current directory.
 DEV_CA = dev_paths("tmp").ca
@@ -57,6 +60,8 @@ class AddCommand:
     ca: str | None
     messages: tuple[str, ...]
     key: str | None
+    #: The bearer token (``--token`` or ``JACKRABBIT_TOKEN``); never shown.
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,8 @@ class TakeCommand:
     ca: str | None
     prefetch: int
     count: int | None
+    #: The bearer token (``--token`` or ``JACKRABBIT_TOKEN``); never shown.
+    token: str | None = field(default=None, repr=False)
 
 
 Command = Serve | AddCommand | TakeCommand
@@ -100,11 +107,19 @@ def _client_parser(prog: str, verb: str, description: str) -> argparse.ArgumentP
         help="CA file to trust (default: the --dev CA under ./tmp if it exists, else the "
         "system's); a --dev server prints its CA's path",
     )
+    parser.add_argument(
+        "--token",
+        default=None,
+        help=f"bearer token for a server with --auth (default: ${TOKEN_VARIABLE}; prefer the "
+        "variable, since other users of the machine can see a command line)",
+    )
     return parser
 
 
-def parse_command(argv: list[str], prog: str) -> Command:
-    """Decide what to run from ``argv`` (without the program name)."""
+def parse_command(argv: list[str], prog: str, environ: Mapping[str, str] | None = None) -> Command:
+    """Decide what to run from ``argv`` (without the program name); the terminal commands'
+    token comes from ``environ`` (default ``os.environ``) when ``--token`` is not given."""
+    environ = os.environ if environ is None else environ
     if argv[:1] == ["add"]:
         parser = _client_parser(
             prog, "add", "Add messages to a queue and print each one's seq once it is stored."
@@ -115,7 +130,8 @@ def parse_command(argv: list[str], prog: str) -> Command:
         _check_endpoint(ns.url, ns.queue)
         if ns.key is not None and len(ns.messages) != 1:
             raise ConfigError("--key needs exactly one message argument")
-        return AddCommand(ns.url, ns.queue, _default_ca(ns.ca), tuple(ns.messages), ns.key)
+        token = _token(ns.token, environ)
+        return AddCommand(ns.url, ns.queue, _default_ca(ns.ca), tuple(ns.messages), ns.key, token)
     if argv[:1] == ["take"]:
         parser = _client_parser(
             prog,
@@ -136,7 +152,8 @@ def parse_command(argv: list[str], prog: str) -> Command:
         )
         ns = parser.parse_args(argv[1:])
         _check_endpoint(ns.url, ns.queue)
-        return TakeCommand(ns.url, ns.queue, _default_ca(ns.ca), ns.prefetch, ns.count)
+        token = _token(ns.token, environ)
+        return TakeCommand(ns.url, ns.queue, _default_ca(ns.ca), ns.prefetch, ns.count, token)
     return Serve(parse_args(argv, prog))
 
 
@@ -156,6 +173,19 @@ def _check_endpoint(url: str, queue: str | None) -> None:
         Endpoint.parse(url, queue)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _token(given: str | None, environ: Mapping[str, str]) -> str | None:
+    """``--token``, else ``JACKRABBIT_TOKEN`` (an empty variable counts as unset), checked
+    without ever repeating it."""
+    source = "--token" if given is not None else TOKEN_VARIABLE
+    token = given if given is not None else environ.get(TOKEN_VARIABLE) or None
+    if token is not None:
+        try:
+            check_token(token)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return token
 
 
 def _default_ca(ca: str | None) -> str | None:

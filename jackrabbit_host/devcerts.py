@@ -2,13 +2,18 @@
 
 A newcomer's first minute should not involve OpenSSL. ``--dev`` keeps a private CA and a
 server certificate for ``localhost``, ``127.0.0.1`` and ``::1`` under ``DB/dev-certs/``;
-clients trust the CA file, whose path the server prints. Besides the store, this is the only
-module of the core that touches the disk, and only at start-up.
+clients trust the CA file, whose path the server prints.
+
+The certificates are made in a child process (``python -m jackrabbit_host.devcerts DB``): a
+server that imported ``trustme`` would keep it and ``cryptography`` loaded for its whole life,
+about 11 MiB of memory for something it does once.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,8 +59,27 @@ def ensure_dev_certificates(db: str) -> DevPaths:
         if all(os.path.exists(p) for p in (paths.ca, paths.chain, paths.key)):
             os.chmod(paths.key, 0o600)
             return paths
-        import trustme  # only --dev pays for loading it (about 8 MB and 0.2 s)
+    except OSError as exc:
+        raise ConfigError(f"cannot write dev certificates under {db!r}: {exc.strerror}") from None
+    made = subprocess.run(
+        [sys.executable, "-m", "jackrabbit_host.devcerts", db],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode:
+        raise ConfigError(
+            made.stderr.strip().splitlines()[-1] if made.stderr else "cannot make dev certificates"
+        )
+    return paths
 
+
+def _make(db: str) -> None:
+    """Make the certificates (in the child process): the CA, then the server's."""
+    import trustme  # only here: see the module docstring
+
+    paths = dev_paths(db)
+    try:
         ca = trustme.CA(organization_name="jackrabbit dev CA")
         server = ca.issue_cert(*DEV_NAMES)
         ca.cert_pem.write_to_path(paths.ca)
@@ -67,5 +91,8 @@ def ensure_dev_certificates(db: str) -> DevPaths:
             for blob in server.cert_chain_pems:
                 chain.write(blob.bytes())
     except OSError as exc:
-        raise ConfigError(f"cannot write dev certificates under {db!r}: {exc.strerror}") from None
-    return paths
+        sys.exit(f"cannot write dev certificates under {db!r}: {exc.strerror}")
+
+
+if __name__ == "__main__":
+    _make(sys.argv[1])

@@ -30,7 +30,7 @@ def run_add(command: AddCommand, stdin: TextIO | None = None, stdout: TextIO | N
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
     context = client_context(command.ca)
-    with Client.connect(command.url, command.queue, ssl=context) as client:
+    with Client.connect(command.url, command.queue, ssl=context, token=command.token) as client:
         if command.messages:
             for text in command.messages:
                 print(client.add(text.encode(), key=command.key), file=stdout, flush=True)
@@ -64,7 +64,7 @@ def run_take(command: TakeCommand, stdout: TextIO | None = None) -> int:
     if command.count is not None and command.count <= 0:
         return 0
     context = client_context(command.ca)
-    with Client.connect(command.url, command.queue, ssl=context) as client:
+    with Client.connect(command.url, command.queue, ssl=context, token=command.token) as client:
         for seen, message in enumerate(client.take(command.prefetch), 1):
             text = message.data.decode("utf-8", "replace")
             print(f"{message.seq}\t{text}", file=stdout, flush=True)

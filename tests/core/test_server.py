@@ -294,7 +294,7 @@ def test_handover_switches_without_redelivery(world: World) -> None:
     assert not [e for e in world.take_events(main) if isinstance(e, Delivery)]
     main.protocol.ack(1)
     world.flush(main)
-    assert world.take_events(main) == [RoleChanged("standby", 2)]
+    assert world.take_events(main) == [RoleChanged("standby", 2, 2)]  # answers handover req 2
     events = world.take_events(spare)
     assert events[0] == RoleChanged("active", 2)
     assert [(d.seq, d.redelivered) for d in events[1:] if isinstance(d, Delivery)] == [(2, False)]

@@ -79,6 +79,9 @@ def test_dev_certificates_are_private(programs: Programs, tmp_path: Path) -> Non
     with _umask(0o022):
         server = programs.server("--dev", "--port", "0", "--db", "devdb")
     server.port()
+    # Made in a child process: the server itself never loads trustme or cryptography.
+    maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
+    assert "cryptography" not in maps and "trustme" not in maps
     _stop(server)
     modes = _modes(tmp_path / "devdb")
     assert modes["."] == 0o700

@@ -6,14 +6,16 @@ before the front door, the one writer and the polling readers came in."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import fcntl
 import resource
+import select
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import termios
-import threading
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -106,51 +108,56 @@ def test_silent_sockets_hold_no_thread_and_little_memory(spawn: Spawn) -> None:
     assert eventually(lambda: process.rss_mb() - base_rss < 8)
 
 
-class Hammer(threading.Thread):
-    """Opens silent TCP connections as fast as it can, keeping the last ``size`` open,
-    until stopped (at most ``MAX_OPENS`` connections and ``4 * WAIT`` seconds)."""
+class Hammer:
+    """Opens silent TCP connections as fast as it can, keeping the last ``size`` open, until
+    stopped (at most ``MAX_OPENS`` connections and ``4 * WAIT`` seconds). It runs in a process
+    of its own, as an attacker would: in ours it would take the GIL from the clients it is
+    meant to crowd out, and then measure our threads rather than the server."""
 
     MAX_OPENS = 1_000_000
+    SCRIPT = textwrap.dedent(
+        """
+        import collections, socket, sys, time
+        host = sys.argv[1]
+        port, size, max_opens, seconds = map(int, sys.argv[2:6])
+        held, opened, deadline = collections.deque(), 0, time.monotonic() + seconds
+        while opened < max_opens and time.monotonic() < deadline:
+            if len(held) >= size:
+                held.popleft().close()
+            try:
+                held.append(socket.create_connection((host, port), timeout=1.0))
+            except OSError:
+                continue
+            opened += 1
+            if opened == size:
+                print("full", flush=True)
+        """
+    )
 
     def __init__(self, port: int, size: int) -> None:
-        super().__init__(name="hammer", daemon=True)
         self.port = port
         self.size = size
-        self.opened = 0
-        self.full = threading.Event()
-        self.stopping = threading.Event()
+        self.process: subprocess.Popen[str] | None = None
 
-    def run(self) -> None:
-        held: collections.deque[socket.socket] = collections.deque()
-        deadline = time.monotonic() + 4 * WAIT
-        try:
-            while (
-                not self.stopping.is_set()
-                and self.opened < self.MAX_OPENS
-                and time.monotonic() < deadline
-            ):
-                if len(held) >= self.size:
-                    abort(held.popleft())
-                try:
-                    held.append(socket.create_connection((HOST, self.port), timeout=1.0))
-                except OSError:
-                    continue
-                self.opened += 1
-                if self.opened == self.size:
-                    self.full.set()
-        finally:
-            self.full.set()
-            for sock in held:
-                abort(sock)
+    def is_alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def __enter__(self) -> Hammer:
-        self.start()
-        assert self.full.wait(WAIT)
+        args = [HOST, self.port, self.size, self.MAX_OPENS, int(4 * WAIT)]
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", self.SCRIPT, *map(str, args)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], WAIT)
+        assert ready and self.process.stdout.readline().strip() == "full"
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        self.join(WAIT)
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(WAIT)
 
 
 def test_clients_get_in_while_2000_silent_sockets_hammer(spawn: Spawn) -> None:
