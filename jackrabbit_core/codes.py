@@ -37,3 +37,5 @@ CLOSE_INVALID_PAYLOAD: Final = 1007
 CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_TOO_BIG: Final = 1009
 CLOSE_INTERNAL_ERROR: Final = 1011
+#: The queue moved to another node of the cluster: reconnect (protocol §10.4).
+CLOSE_SERVICE_RESTART: Final = 1012

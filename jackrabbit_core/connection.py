@@ -235,7 +235,7 @@ class Connection:
 
     def _receive_http(self, data: bytes) -> list[ConnectionEvent]:
         if self._request is not None:
-            raise InvalidState("data fed before the request was answered")
+            return self._early(data)
         held = self._in
         if held is None:
             held = self._in = bytearray()
@@ -263,6 +263,32 @@ class Connection:
             self._in = None
         self._request = UpgradeRequest(target, headers, _subprotocols(headers))
         return [self._request]
+
+    def _early(self, data: bytes) -> list[ConnectionEvent]:
+        """Bytes that came while the request waits for its answer (a ``/metrics`` body, where
+        the queue is served: protocol §10.2). A plain request's are never read; an upgrade's
+        are held for after it (frames, or relayed), up to ``MAX_HEAD_BYTES``."""
+        if isinstance(self._request, HttpRequest):
+            return []
+        held = self._in
+        if held is None:
+            held = self._in = bytearray()
+        if len(held) + len(data) > MAX_HEAD_BYTES:
+            return self._refuse(HttpError(400, "data sent before the upgrade was answered"))
+        held += data
+        return []
+
+    def detach(self) -> bytes:
+        """Give the transport up: it is relayed to another node (protocol §10.3). Returns what
+        the peer sent after its upgrade request; the connection is over for the core, and no
+        event reports it. Only while an upgrade request waits for its answer."""
+        if self.phase is not Phase.HTTP or not isinstance(self._request, UpgradeRequest):
+            raise InvalidState("detach() answers a pending upgrade request only")
+        early = bytes(self._in or b"")
+        self._in = self._request = None
+        self.phase = Phase.CLOSED
+        self.disconnected = True
+        return early
 
     def _refuse(self, error: HttpError) -> list[ConnectionEvent]:
         self.respond(error.status, f"{error.reason}\n".encode(), headers=error.headers)

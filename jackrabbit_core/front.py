@@ -14,10 +14,21 @@ from dataclasses import dataclass
 from typing import Final
 
 from . import routes
+from .actions import ClusterStatus
 from .connection import HttpRequest, UpgradeRequest
+from .exceptions import InvalidState
 from .metrics import Counters, Exposition, QueueState
 
-__all__ = ["MAX_SCRAPES", "SCRAPE_STEP", "Admit", "Authenticator", "FrontDoor", "Refusal", "Reply"]
+__all__ = [
+    "MAX_INQUIRIES",
+    "MAX_SCRAPES",
+    "SCRAPE_STEP",
+    "Admit",
+    "Authenticator",
+    "FrontDoor",
+    "Refusal",
+    "Reply",
+]
 
 #: Queues rendered into a ``/metrics`` body per turn (a few milliseconds), and scrapes that may
 #: wait for one body at a time; more get 503 (protocol §1.2).
@@ -25,6 +36,8 @@ SCRAPE_STEP: Final = 1000
 MAX_SCRAPES: Final = 8
 #: The subprotocol naming protocol v1, chosen when a client offers it (protocol §1.3).
 SUBPROTOCOL: Final = "jackrabbit.v1"
+#: Requests that may wait for one ``/api/cluster`` answer at a time; more get 503.
+MAX_INQUIRIES: Final = 8
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
@@ -67,10 +80,14 @@ class FrontDoor:
 
     __slots__ = (
         "_authenticate",
+        "_clustered",
         "_counters",
         "_exposition",
+        "_inquiry",
+        "_out",
         "_queues",
         "_scrapers",
+        "_tickets",
         "shutting_down",
     )
 
@@ -79,6 +96,9 @@ class FrontDoor:
         counters: Counters,
         authenticate: Authenticator | None,
         queues: Callable[[], Sequence[tuple[str, QueueState]]],
+        *,
+        clustered: bool = False,
+        tickets: Callable[[], int] | None = None,
     ) -> None:
         self._counters = counters
         self._authenticate = authenticate
@@ -88,6 +108,16 @@ class FrontDoor:
         self.shutting_down = False
         self._exposition: Exposition | None = None
         self._scrapers: list[int] = []
+        self._clustered = clustered
+        self._tickets = tickets
+        #: The ``ClusterStatus`` out and the requests waiting for its answer.
+        self._inquiry: tuple[int, list[int]] | None = None
+        self._out: list[ClusterStatus] = []
+
+    def outputs(self) -> list[ClusterStatus]:
+        """What to ask the host since the last call."""
+        out, self._out = self._out, []
+        return out
 
     @property
     def busy(self) -> bool:
@@ -107,6 +137,10 @@ class FrontDoor:
             if path == routes.HEALTH_PATH:
                 return Reply(200, b"ok\n")
             return self._scrape(conn, open_connections)
+        if path == routes.CLUSTER_PATH and self._clustered:
+            if request.method not in ("GET", "HEAD"):
+                return Reply(405, b"method not allowed\n", headers=((b"allow", b"GET, HEAD"),))
+            return self._inquire(conn)
         if routes.queue_for(request.target) is not None:
             return Reply(426, b"use a WebSocket upgrade\n", headers=((b"upgrade", b"websocket"),))
         return Reply(404, b"not found\n")
@@ -137,6 +171,31 @@ class FrontDoor:
         self._exposition = None
         scrapers, self._scrapers = self._scrapers, []
         return scrapers, Reply(200, body, _METRICS_TYPE)
+
+    def answered(self, ticket: int, body: bytes | None) -> tuple[list[int], Reply]:
+        """The host's answer to ``ClusterStatus`` ``ticket``: the requests waiting for it and
+        the reply they all get (503 when the host could not describe the cluster)."""
+        inquiry = self._inquiry
+        if inquiry is None or inquiry[0] != ticket:
+            return [], Reply(503, b"")
+        self._inquiry = None
+        if body is None:
+            return inquiry[1], Reply(503, b"cluster status unavailable\n")
+        return inquiry[1], Reply(200, body, b"application/json")
+
+    def _inquire(self, conn: int) -> Reply | None:
+        """``GET /api/cluster``: one question to the host at a time, shared by the requests
+        that come while it is out."""
+        inquiry = self._inquiry
+        if inquiry is None:
+            if self._tickets is None:
+                raise InvalidState("a clustered front door needs tickets")
+            inquiry = self._inquiry = (self._tickets(), [])
+            self._out.append(ClusterStatus(inquiry[0]))
+        elif len(inquiry[1]) >= MAX_INQUIRIES:
+            return Reply(503, b"too many cluster requests at once\n")
+        inquiry[1].append(conn)
+        return None
 
     def _scrape(self, conn: int, open_connections: int) -> Reply | None:
         if len(self._scrapers) >= MAX_SCRAPES:

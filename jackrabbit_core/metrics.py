@@ -20,6 +20,7 @@ class Counters:
     handovers: int = 0
     connections: int = 0
     batches: int = 0
+    relayed: int = 0
 
 
 class QueueState(Protocol):
@@ -47,6 +48,7 @@ _COUNTERS = (
     ("handovers", "Planned handovers completed."),
     ("connections", "Connections accepted."),
     ("batches", "Write batches made durable."),
+    ("relayed", "Connections relayed to the node serving their queue (cluster mode)."),
 )
 
 _GAUGES = (

@@ -18,6 +18,12 @@ a ``ReadMessages``/``FindKey`` is answered   ``server.read_done(ticket, messages
 SIGTERM or SIGINT                            ``server.shutdown(now)``
 ===========================================  ==============================================
 
+In cluster mode (``Config.cluster``, protocol §10) the host also answers ``Locate`` with
+``adopt`` / ``located`` / ``locate_failed`` and ``ClusterStatus`` with ``cluster_status``,
+reports each renewal of the node's lease with ``renewed`` and its loss with ``lease_lost``,
+and a write the database fenced off with ``release``; it carries out ``Relay`` by piping the
+connection to the node that serves its queue.
+
 After **every** call the shell must drain ``actions()`` (``actions.py``) and re-arm its single
 timer at ``next_deadline()``. ``now`` is a monotonic clock in seconds; message ids and
 timestamps come from the ``new_id`` and ``clock_ms`` callables the shell passes in, so the core
@@ -37,12 +43,14 @@ import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from . import codes, envelope
 from .actions import (
     Action,
     CloseTransport,
     PauseReading,
+    Relay,
     ResumeReading,
     Send,
     WatchFlush,
@@ -61,13 +69,18 @@ from .connection import (
 )
 from .deliveries import Deliveries
 from .envelope import Dialect
+from .exceptions import InvalidState
 from .frames import Unmasker
 from .front import Admit, Authenticator, FrontDoor, Refusal, Reply
 from .journal import Journal
 from .metrics import Counters
+from .placement import Placement, Waiting, relayed
 from .records import StoredMessage
 from .storage import QueueRecord
 from .voices import ORIGINAL, Answer, Frames, Hangup, Speech, Voice, voice_of
+
+#: The reason a connection hears when its queue moves to another node (protocol §10.4).
+MOVED: Final = "queue moved to another node; reconnect"
 
 __all__ = ["Authenticator", "Refusal", "Server"]
 
@@ -132,7 +145,14 @@ class Server:
             max_message_bytes=config.max_message_bytes,
             tickets=tickets,
         )
-        self._front = FrontDoor(counters, authenticate, self._deliveries.states)
+        self._placement = Placement(config.clustered)
+        self._front = FrontDoor(
+            counters,
+            authenticate,
+            self._deliveries.states,
+            clustered=config.clustered,
+            tickets=tickets,
+        )
         self._collecting = False
         self._next_conn = 1
         self._conns: dict[int, Connection] = {}
@@ -141,6 +161,9 @@ class Server:
         self._dirty: dict[int, Connection] = {}
         #: Actions other than sends and closes, in order.
         self._flow: list[Action] = []
+        #: Connections handed to the shell by ``Relay`` and not yet reported ended: they
+        #: count against --max-connections (protocol §10.3).
+        self._relayed: set[int] = set()
         #: The tickets of ``FindKey`` lookups out (the other tickets are deliveries' reads).
         self._finding: set[int] = set()
         #: Heartbeats and handshake timeouts are checked this often (protocol §9).
@@ -163,6 +186,7 @@ class Server:
     def receive_data(self, conn_id: int, data: bytes, now: float) -> None:
         """Bytes from the peer of ``conn_id``. Ignored if the core already closed it."""
         self._now = now
+        self._check_lease(now)
         conn = self._conns.get(conn_id)
         if conn is None:
             return
@@ -170,8 +194,9 @@ class Server:
         self._handle(conn, conn.receive_data(data, now))
 
     def receive_eof(self, conn_id: int, now: float) -> None:
-        """The transport of ``conn_id`` ended (closed, reset or failed)."""
+        """The transport of ``conn_id`` ended (closed, reset or failed), or its relay did."""
         self._now = now
+        self._relayed.discard(conn_id)
         conn = self._conns.get(conn_id)
         if conn is None:
             return
@@ -213,12 +238,14 @@ class Server:
     def batch_written(self, now: float) -> None:
         """The outstanding ``WriteBatch`` is durable: confirm its adds, deliver its messages."""
         self._now = now
+        self._check_lease(now)
         self.counters.batches += 1
         durable = self._journal.written()
         self._appends.written(durable)
         self._collect()
         self._deliveries.durable(durable)
         self._collect()
+        self._placement.drained(self._journal.drained())
 
     def batch_failed(self, reason: str, now: float) -> None:
         """The outstanding ``WriteBatch`` could not be written (it may be partly visible, never
@@ -228,11 +255,13 @@ class Server:
         self._now = now
         self._appends.failed(self._journal.failed(now), reason)
         self._collect()
+        self._placement.drained(self._journal.drained())
 
     def read_done(self, ticket: int, messages: list[StoredMessage], now: float) -> None:
         """The store answered ``ReadMessages`` or ``FindKey`` ``ticket`` (a key: the message
         stored under it, or none)."""
         self._now = now
+        self._check_lease(now)
         if ticket in self._finding:
             self._finding.discard(ticket)
             self._appends.found(ticket, messages[0] if messages else None)
@@ -251,9 +280,82 @@ class Server:
             self._deliveries.read_failed(ticket, reason)
         self._collect()
 
+    # -- cluster mode (protocol §10) ----------------------------------------------------------
+
+    def adopt(self, record: QueueRecord, lease_until: float, now: float) -> None:
+        """Answers ``Locate``: this node took ``record.name``'s lease and serves the queue from
+        ``record`` (read in the transaction that took it) until it releases it; the lease runs
+        until ``lease_until`` (monotonic seconds) unless renewed. The upgrades that waited are
+        accepted."""
+        self._now = now
+        if self._placement.serves(record.name):
+            raise InvalidState(f"adopt() of queue {record.name!r}, which is served here already")
+        waiting = self._placement.adopted(record.name, lease_until)
+        self._appends.adopt(record)
+        self._deliveries.adopt(record)
+        for entry in waiting:
+            conn = self._conns.get(entry.conn)
+            if conn is not None and conn.phase is Phase.HTTP:
+                self._accept(conn, entry, record.name)
+
+    def located(self, queue: str, node: str, address: str, now: float) -> None:
+        """Answers ``Locate``: node ``node`` serves ``queue`` at ``address``. The upgrades
+        that waited are relayed there; one that was relayed here already is refused (503),
+        so a relay never relays again, and its client retries."""
+        self._now = now
+        for entry in self._placement.answered(queue):
+            conn = self._conns.get(entry.conn)
+            if conn is None or conn.phase is not Phase.HTTP:
+                continue
+            if relayed(entry.request):
+                self._reply(conn, _UNAVAILABLE)
+                continue
+            early = conn.detach()
+            del self._conns[conn.id]
+            self._dirty.pop(conn.id, None)
+            self.counters.relayed += 1
+            self._relayed.add(conn.id)
+            self._flow.append(Relay(conn.id, node, address, entry.request, early))
+
+    def locate_failed(self, queue: str, reason: str, now: float) -> None:
+        """Answers ``Locate``: nobody could be found to serve ``queue``; the upgrades that
+        waited are refused (503) and their clients retry."""
+        self._now = now
+        for entry in self._placement.answered(queue):
+            conn = self._conns.get(entry.conn)
+            if conn is not None and conn.phase is Phase.HTTP:
+                self._reply(conn, _UNAVAILABLE)
+
+    def renewed(self, lease_until: float, now: float) -> None:
+        """The host renewed this node's lease: it runs until ``lease_until`` now."""
+        self._now = now
+        self._placement.renewed(lease_until)
+
+    def lease_lost(self, reason: str, now: float) -> None:
+        """The host found this node's lease over: every queue is released."""
+        self._now = now
+        self._release(set(self._placement.served), reason)
+
+    def release(self, queue: str, reason: str, now: float) -> None:
+        """Stop serving ``queue`` (the database fenced off a write for it: another node took
+        it). Its connections are closed with 1012 and ``reason``; clients reconnect."""
+        self._now = now
+        self._release({queue}, reason)
+
+    def cluster_status(self, ticket: int, body: bytes | None, now: float) -> None:
+        """Answers ``ClusterStatus``: the JSON ``body`` for ``GET /api/cluster`` (None: the
+        host could not tell; the requests get 503)."""
+        self._now = now
+        conns, reply = self._front.answered(ticket, body)
+        for conn_id in conns:
+            conn = self._conns.get(conn_id)
+            if conn is not None and conn.phase is Phase.HTTP:
+                self._reply(conn, reply)
+
     def handle_timer(self, now: float) -> None:
         """The timer set at ``next_deadline()`` fired (early or late is fine)."""
         self._now = now
+        self._check_lease(now)
         if self._front.busy:
             done = self._front.step()
             if done is not None:
@@ -273,7 +375,11 @@ class Server:
         if self._front.busy:
             return self._now
         deadline = self._next_sweep
-        for when in (self._deliveries.next_deadline(self._now), self._journal.deadline()):
+        for when in (
+            self._deliveries.next_deadline(self._now),
+            self._journal.deadline(),
+            self._placement.deadline(),
+        ):
             if when is not None and when < deadline:
                 deadline = when
         return deadline
@@ -297,8 +403,8 @@ class Server:
 
     @property
     def open_connections(self) -> int:
-        """Connections the core still tracks."""
-        return len(self._conns)
+        """Connections the core still tracks, relayed ones included."""
+        return len(self._conns) + len(self._relayed)
 
     def actions(self) -> list[Action]:
         """What the shell must do now, in order. Call after every other method."""
@@ -317,9 +423,12 @@ class Server:
                 out.append(CloseTransport(conn.id))
                 self._forget(conn)
         self._dirty.clear()
-        if self._flow:
-            out.extend(self._flow)
-            self._flow.clear()
+        flow = self._flow
+        flow += self._placement.outputs()
+        flow += self._front.outputs()
+        if flow:
+            out.extend(flow)
+            flow.clear()
         batch = self._journal.next_batch(self._now)
         if batch is not None:
             out.append(WriteBatch(batch))
@@ -347,11 +456,42 @@ class Server:
     def _upgrade(self, conn: Connection, request: UpgradeRequest) -> None:
         """WebSocket upgrades (protocol §1.3, §1.4)."""
         decision = self._front.upgrade(request, self._over_capacity(conn))
-        if isinstance(decision, Admit):
-            self._sessions[conn.id] = _Session(decision.queue)
-            self._handle(conn, conn.accept(request, decision.subprotocol))
-        else:
+        if not isinstance(decision, Admit):
             self._reply(conn, decision)
+            return
+        entry = Waiting(conn.id, request, decision.subprotocol)
+        if self._placement.serves(decision.queue):
+            self._accept(conn, entry, decision.queue)
+        else:
+            self._placement.wait(entry, decision.queue)  # protocol §10.2
+
+    def _accept(self, conn: Connection, entry: Waiting, queue: str) -> None:
+        self._dirty[conn.id] = conn
+        self._sessions[conn.id] = _Session(queue)
+        self._handle(conn, conn.accept(entry.request, entry.subprotocol))
+
+    def _check_lease(self, now: float) -> None:
+        """Release every queue once the lease's deadline has passed (protocol §10.4), checked
+        before any input is acted on: a node that wakes from a pause releases first, even when
+        its timer fires after the bytes that waited meanwhile are read."""
+        expired = self._placement.expired(now)
+        if expired:
+            self._release(expired, "lease expired; " + MOVED)
+
+    def _release(self, queues: set[str], reason: str) -> None:
+        """Stop serving ``queues`` (protocol §10.4): forget their state first, so closing their
+        connections promotes nobody and writes nothing, then close those connections."""
+        draining = self._journal.forget(queues)
+        released = self._placement.release(queues, draining)
+        if not released:
+            return
+        self._appends.release(released)
+        self._deliveries.release(released)
+        hangup = Hangup(codes.CLOSE_SERVICE_RESTART, reason[:120])
+        for conn_id, session in list(self._sessions.items()):
+            if session.queue in released:
+                self._say(conn_id, hangup)
+        self._collect()
 
     def _reply(self, conn: Connection, reply: Reply) -> None:
         """Answer ``conn``'s plain HTTP request (it is then closed)."""
@@ -363,8 +503,10 @@ class Server:
 
         Connection ids grow, so the oldest ``max_connections`` open ones are served.
         """
-        limit = self.config.max_connections
-        return len(self._conns) > limit and conn.id > sorted(self._conns)[limit - 1]
+        limit = self.config.max_connections - len(self._relayed)  # relays count (§10.3)
+        if len(self._conns) <= limit:
+            return False
+        return limit <= 0 or conn.id > sorted(self._conns)[limit - 1]
 
     def _disconnected(self, conn: Connection) -> None:
         session = self._sessions.pop(conn.id, None)
@@ -508,6 +650,12 @@ class Server:
         elif not session.unwritable and self._appends.calm(conn_id):
             session.reading_paused = False
             self._flow.append(ResumeReading(conn_id))
+
+
+#: The answer to an upgrade whose queue cannot be served now (protocol §10.2).
+_UNAVAILABLE: Final = Reply(
+    503, b"queue not available on this node now; retry\n", headers=((b"retry-after", b"1"),)
+)
 
 
 def _watch(session: _Session, conn_id: int, out: list[Action]) -> None:
