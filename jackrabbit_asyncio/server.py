@@ -39,29 +39,37 @@ import contextlib
 import logging
 import ssl
 from types import TracebackType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from jackrabbit_core import Config, ConfigError
 from jackrabbit_core.access import AccessPolicy
 from jackrabbit_core.actions import (
     CloseTransport,
+    ClusterStatus,
     FindKey,
+    Locate,
     PauseReading,
     ReadMessages,
+    Relay,
     ResumeReading,
     Send,
     WatchFlush,
     WriteBatch,
 )
 from jackrabbit_core.storage import Batch, Store
+from jackrabbit_host import relay
 from jackrabbit_host.access import load_access, reload_settings, remote_of
 from jackrabbit_host.cli import bind_error
-from jackrabbit_host.reads import answer
-from jackrabbit_host.startup import core_server, open_store
+from jackrabbit_host.reads import CoreCall, Reader
+from jackrabbit_host.startup import cluster_node, core_server, open_store
 from jackrabbit_host.tls import server_context
 
 from .acceptor import SPARE, TLS_TIMEOUT, Acceptor, listen
 from .link import Link, Phase, Shared
+from .relay import Pipe
+
+if TYPE_CHECKING:  # psycopg, which it needs, is an optional extra
+    from jackrabbit_host.cluster import ClusterNode
 
 __all__ = ["Server", "serve"]
 
@@ -84,6 +92,7 @@ async def serve(config: Config) -> Server:
     try:
         server = Server(config, store, context, access)
         await server._listen()
+        await server._join()
     except BaseException:
         store.close()
         raise
@@ -115,6 +124,10 @@ class Server:
         self._store = store
         self._loop = asyncio.get_running_loop()
         self._core = core_server(config, store, self._loop.time(), access)
+        self._reader = Reader(store, self._post)
+        #: Cluster mode (protocol §10): the node's membership, and the relayed links.
+        self._cluster: ClusterNode | None = None
+        self._pipes: dict[Link, Pipe] = {}
         self._shared = Shared(self._loop, context, self)
         self._acceptor: Acceptor | None = None
         #: Links the core knows, by core id.
@@ -141,6 +154,7 @@ class Server:
         except OSError as exc:
             raise ConfigError(bind_error(config, exc)) from None
         self.port = listeners[0].getsockname()[1]
+        self._cluster = cluster_node(config, self._store, self.port)
         shared = self._shared
         self._acceptor = Acceptor(
             self._loop,
@@ -151,6 +165,43 @@ class Server:
         )
         self._acceptor.start()
         self._flush()  # arms the timer (the heartbeat sweep)
+
+    # -- cluster mode (protocol §10) ----------------------------------------------------------
+
+    async def _join(self) -> None:
+        """Register the node (off the loop: it may wait out an old process of the same name),
+        then start its lease keeper and locator. Questions the core asks meanwhile wait."""
+        node = self._cluster
+        if node is not None:
+            await self._loop.run_in_executor(None, node.join)
+            node.start(self._post)
+
+    def _post(self, call: CoreCall) -> None:
+        """From another thread: run ``call(core, now)`` on the loop, then carry out."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._run_posted, call)
+
+    def _run_posted(self, call: CoreCall) -> None:
+        if not self._done.is_set():
+            call(self._core, self._loop.time())
+            self._flush()
+
+    def _relay(self, action: Relay) -> None:
+        """Pipe link ``action.conn`` to the node serving its queue; its events go to the
+        pipe from now on (``received``, ``writable``, ``ended``, ``gone``)."""
+        link = self._by_id.pop(action.conn, None)
+        node = self._cluster
+        if link is None or node is None:
+            return
+        self._watching.discard(link)
+        link.watched = False
+        try:
+            peer = relay.peer_name(link.sock.getpeername())
+        except OSError:
+            peer = "unknown"
+        pipe = self._pipes[link] = Pipe(link)
+        head = node.relay_head(action, peer)
+        self._loop.create_task(pipe.run(head, action.address, node.link_context, self._loop))
 
     # -- running --------------------------------------------------------------------------
 
@@ -164,7 +215,7 @@ class Server:
         self._stopping.set()
 
     def reload(self) -> None:
-        """SIGHUP: reload the certificate files and the ``--auth`` file (protocol §10.9).
+        """SIGHUP: reload the certificate files and the ``--auth`` file (protocol §11.9).
         Call it on the loop's thread."""
         policy = reload_settings(self.config, self._shared.context)
         if policy is not None:
@@ -199,6 +250,8 @@ class Server:
         try:
             if self._acceptor is not None:
                 self._acceptor.close()
+            for pipe in list(self._pipes.values()):
+                pipe.end()  # the owners close their side of these clients
             self._core.shutdown(loop.time())
             self._flush()
             deadline = loop.time() + SHUTDOWN_TIMEOUT
@@ -209,6 +262,8 @@ class Server:
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), remaining)
+            for pipe in list(self._pipes.values()):
+                pipe.abort()
             if self._acceptor is not None:
                 for link in list(self._acceptor.links):
                     link.abort()
@@ -220,7 +275,10 @@ class Server:
                 self._writer.shutdown(wait=False)
                 return
             self._writer.shutdown(wait=True)
-            self._store.close()
+            if self._cluster is not None:
+                await loop.run_in_executor(None, self._cluster.close)
+            self._reader.close()
+            self._store.close()  # in a cluster: hands the queues over at once
         finally:
             self._done.set()
 
@@ -250,15 +308,26 @@ class Server:
         self._flush()
 
     def received(self, link: Link, data: bytes) -> None:
+        pipe = self._pipes.get(link)
+        if pipe is not None:
+            pipe.from_client(data)
+            return
         self._core.receive_data(link.id, data, self._loop.time())
         self._flush()
 
     def ended(self, link: Link) -> None:
-        if self._by_id.get(link.id) is link:
+        pipe = self._pipes.get(link)
+        if pipe is not None:
+            pipe.end()
+        elif self._by_id.get(link.id) is link:
             self._core.receive_eof(link.id, self._loop.time())
             self._flush()
 
     def writable(self, link: Link, writable: bool) -> None:
+        pipe = self._pipes.get(link)
+        if pipe is not None:
+            pipe.client_writable(writable)
+            return
         self._core.set_writable(link.id, writable, self._loop.time())
         self._flush()
 
@@ -274,6 +343,12 @@ class Server:
     def gone(self, link: Link) -> None:
         if self._acceptor is not None:
             self._acceptor.discard(link)
+        pipe = self._pipes.pop(link, None)
+        if pipe is not None:  # a relay ended: it no longer counts against --max-connections
+            pipe.end()
+            if not self._done.is_set():
+                self._core.receive_eof(link.id, self._loop.time())
+                self._flush()
         if link.id:
             if self._by_id.get(link.id) is link:  # dropped before the core closed it
                 del self._by_id[link.id]
@@ -302,8 +377,15 @@ class Server:
                         self._write(action.batch)
                         continue
                     if isinstance(action, ReadMessages | FindKey):
-                        answer(self._store, action, core_server, self._loop.time())
-                        self._again = True
+                        if self._reader.carry_out(action, core_server, self._loop.time()):
+                            self._again = True
+                        continue
+                    if isinstance(action, Locate | ClusterStatus):
+                        if self._cluster is not None:
+                            self._cluster.carry_out(action)
+                        continue
+                    if isinstance(action, Relay):
+                        self._relay(action)
                         continue
                     link = by_id.get(action.conn)
                     if link is None:

@@ -7,9 +7,12 @@ from .access import AccessPolicy, Caller, Denial, Grant, Principal
 from .actions import (
     Action,
     CloseTransport,
+    ClusterStatus,
     FindKey,
+    Locate,
     PauseReading,
     ReadMessages,
+    Relay,
     ResumeReading,
     Send,
     WatchFlush,
@@ -18,16 +21,18 @@ from .actions import (
 from .client import ClientProtocol
 from .config import Config
 from .exceptions import ConfigError, InvalidState, JackrabbitError, StoreError
-from .server import Server
+from .server import Authenticator, Refusal, Server
 from .storage import Batch, QueueRecord, Store
 
 __all__ = [
     "AccessPolicy",
     "Action",
+    "Authenticator",
     "Batch",
     "Caller",
     "ClientProtocol",
     "CloseTransport",
+    "ClusterStatus",
     "Config",
     "ConfigError",
     "Denial",
@@ -35,10 +40,13 @@ __all__ = [
     "Grant",
     "InvalidState",
     "JackrabbitError",
+    "Locate",
     "PauseReading",
     "Principal",
     "QueueRecord",
     "ReadMessages",
+    "Refusal",
+    "Relay",
     "ResumeReading",
     "Send",
     "Server",

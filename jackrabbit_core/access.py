@@ -1,4 +1,4 @@
-"""Who may do what on which queue (protocol §10): grants, principals and the access policy.
+"""Who may do what on which queue (protocol §11): grants, principals and the access policy.
 
 Values and decisions only, no I/O: the host reads the ``--auth`` file
 (``jackrabbit_host.access``) and hands the core an ``AccessPolicy``. The front door asks it who
@@ -8,9 +8,9 @@ the answer per connection and checks every command against it with one set looku
 - A **grant** is ``ACTION:PATTERN``: ``produce`` (add), ``consume`` (take, ack, handover,
   reject), ``read`` (the ``read`` command) or ``admin`` (``/metrics`` and the admin
   endpoints), on the queues whose name ``PATTERN`` matches, ``*`` standing for any run of
-  characters (protocol §10.2).
+  characters (protocol §11.2).
 - A **principal** is a name with grants, reached by a bearer token (only its SHA-256 is kept)
-  and/or the subject of a client certificate the TLS layer verified (protocol §10.3).
+  and/or the subject of a client certificate the TLS layer verified (protocol §11.3).
 - The **anonymous** principal holds what a connection without credentials may do; everyone
   may do that, so a principal's actions on a queue include the anonymous ones.
 
@@ -55,7 +55,7 @@ Action = Literal["produce", "consume", "read", "admin"]
 ACTIONS: Final[tuple[Action, ...]] = ("produce", "consume", "read", "admin")
 
 #: Every subset of ``ACTIONS``, made once: the sets a connection caches are these objects,
-#: shared, so caching one per connection costs a pointer (protocol §10.5).
+#: shared, so caching one per connection costs a pointer (protocol §11.5).
 _SUBSETS: Final[dict[frozenset[Action], frozenset[Action]]] = {
     subset: subset
     for size in range(len(ACTIONS) + 1)
@@ -65,7 +65,7 @@ EVERYTHING: Final = _SUBSETS[frozenset(ACTIONS)]
 NOTHING: Final = _SUBSETS[frozenset()]
 
 #: A browser cannot set headers on a WebSocket: it offers its token as the subprotocol
-#: ``jackrabbit.bearer.TOKEN`` next to ``jackrabbit.v1`` (protocol §10.3).
+#: ``jackrabbit.bearer.TOKEN`` next to ``jackrabbit.v1`` (protocol §11.3).
 BEARER_PREFIX: Final = "jackrabbit.bearer."
 #: The name the anonymous principal goes by in logs; no principal in the file may take it.
 ANONYMOUS: Final = "anonymous"
@@ -74,7 +74,7 @@ MAX_PATTERN_CHARS: Final = 256
 _PATTERN: Final = re.compile(rf"[A-Za-z0-9._*-]{{1,{MAX_PATTERN_CHARS}}}")
 
 #: Why a request or a command was refused; each is a label of
-#: ``jackrabbit_auth_failures_total`` (protocol §10.6).
+#: ``jackrabbit_auth_failures_total`` (protocol §11.6).
 Reason = Literal[
     "invalid_credentials",  # a token that matches no principal, or a malformed one: 401
     "no_credentials",  # none given, and anonymous may do nothing there: 401
@@ -120,7 +120,7 @@ def pattern_matches(pattern: str, name: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """Permission to do ``action`` on the queues ``pattern`` matches (protocol §10.2)."""
+    """Permission to do ``action`` on the queues ``pattern`` matches (protocol §11.2)."""
 
     action: Action
     pattern: str
@@ -170,7 +170,7 @@ class Principal:
 
 @dataclass(frozen=True, slots=True)
 class Denial:
-    """A refusal, for the host to log (protocol §10.6): where from, who, why. It never holds
+    """A refusal, for the host to log (protocol §11.6): where from, who, why. It never holds
     a token: only the name of the principal a token or certificate named."""
 
     reason: Reason
@@ -185,7 +185,7 @@ Audit = Callable[[Denial], None]
 
 
 def token_digest(token: bytes) -> bytes:
-    """The SHA-256 digest of a token's bytes (``token_sha256`` is its hex, protocol §10.3)."""
+    """The SHA-256 digest of a token's bytes (``token_sha256`` is its hex, protocol §11.3)."""
     return hashlib.sha256(token).digest()
 
 
@@ -285,7 +285,7 @@ class AccessPolicy:
     def identify(
         self, headers: Headers, subprotocols: Sequence[str], subject: str | None
     ) -> Caller | Failure:
-        """Who a request comes from (protocol §10.3).
+        """Who a request comes from (protocol §11.3).
 
         A bearer token (``Authorization: Bearer``, or the ``jackrabbit.bearer.`` subprotocol)
         names its principal, and one that names none is refused, whatever else came with it.
@@ -332,7 +332,7 @@ class AccessPolicy:
     def admit(
         self, caller: Caller | Failure, queue: str
     ) -> tuple[Caller, frozenset[Action]] | Failure:
-        """An upgrade to ``queue`` (protocol §10.4): the caller and what it may do there, or
+        """An upgrade to ``queue`` (protocol §11.4): the caller and what it may do there, or
         401 for one without credentials when anonymous may do nothing there, 403 for a known
         principal with no grant there."""
         if isinstance(caller, Failure):
@@ -354,5 +354,5 @@ def _invalid(message: str) -> Failure:
     return Failure(401, "invalid_credentials", message)
 
 
-#: The policy of a server without ``--auth``: anyone may do anything (protocol §10.1).
+#: The policy of a server without ``--auth``: anyone may do anything (protocol §11.1).
 OPEN: Final = AccessPolicy((), [Grant(action, "*") for action in ACTIONS])

@@ -238,7 +238,7 @@ class Connection:
 
     def _receive_http(self, data: bytes) -> list[ConnectionEvent]:
         if self._request is not None:
-            return self._early(self._request, data)
+            return self._early(data)
         held = self._in
         if held is None:
             held = self._in = bytearray()
@@ -268,17 +268,13 @@ class Connection:
         self._request = UpgradeRequest(target, headers, _subprotocols(headers))
         return [self._request]
 
-    def _early(
-        self, request: HttpRequest | UpgradeRequest, data: bytes
-    ) -> list[ConnectionEvent]:
+    def _early(self, data: bytes) -> list[ConnectionEvent]:
         """Bytes that came while the request waits for its answer, which the server may give
-        later (a ``/metrics`` body being rendered, a slowed-down address, protocol §10.7).
-
-        After a plain request they are never read (protocol §1.2). After an upgrade request
-        they are the first frames, kept for ``accept``, up to ``MAX_HEAD_BYTES``: a client has
-        no business sending more before it is answered, and is refused with 400 if it does.
-        """
-        if isinstance(request, HttpRequest):
+        later (a ``/metrics`` body, where the queue is served: protocol §10.2; a slowed-down
+        address: §11.7). A plain request's are never read (§1.2); an upgrade's are held for
+        after it (frames, or relayed), up to ``MAX_HEAD_BYTES``: a client has no business
+        sending more before it is answered, and is refused with 400 if it does."""
+        if isinstance(self._request, HttpRequest):
             return []
         held = self._in
         if held is None:
@@ -287,6 +283,18 @@ class Connection:
             return self._refuse(HttpError(400, "too much data before the upgrade was answered"))
         held += data
         return []
+
+    def detach(self) -> bytes:
+        """Give the transport up: it is relayed to another node (protocol §10.3). Returns what
+        the peer sent after its upgrade request; the connection is over for the core, and no
+        event reports it. Only while an upgrade request waits for its answer."""
+        if self.phase is not Phase.HTTP or not isinstance(self._request, UpgradeRequest):
+            raise InvalidState("detach() answers a pending upgrade request only")
+        early = bytes(self._in or b"")
+        self._in = self._request = None
+        self.phase = Phase.CLOSED
+        self.disconnected = True
+        return early
 
     def _refuse(self, error: HttpError) -> list[ConnectionEvent]:
         self.respond(error.status, f"{error.reason}\n".encode(), headers=error.headers)

@@ -1,18 +1,20 @@
-"""The front door: plain HTTP answers and the admission of upgrades (protocol §1.2-§1.4, §10).
+"""The front door: plain HTTP answers and the admission of upgrades (protocol §1.2-§1.4, §11).
 
 Every request that is not yet a WebSocket stops here first. Plain requests are answered
-(``/healthz``, ``/metrics``, 404, 405, 426); an upgrade is admitted to a queue, or refused with
-a status: over capacity or shutting down (503), no such queue path (404), an ``Origin`` not
+(``/healthz``, ``/metrics``, ``/api/cluster`` in cluster mode, 404, 405, 426); an upgrade is
+admitted to a queue, or refused with a status: over capacity or shutting down (503), no such
+queue path (404), refused by the authentication hook (a relay's proof, §10.3), an ``Origin`` not
 allowed (403), no or invalid credentials (401) or no grant on the queue (403).
 
-Access control (protocol §10) is decided here once per request, with the ``AccessPolicy`` the
+Access control (protocol §11) is decided here once per request, with the ``AccessPolicy`` the
 server was given (none without ``--auth``): an admitted upgrade carries what its caller may do
 on its queue, which the facade caches for the connection's commands. Refusals are counted per
 reason and reported to the ``Audit`` callable; invalid credentials slow their address down
 (``penalties``): its requests wait in ``_held`` until their time comes.
 
 Nothing here outlives the request, except a ``/metrics`` body being rendered a slice per turn
-for the scrapes waiting on it, and the requests held back from slowed addresses.
+for the scrapes waiting on it, the ``/api/cluster`` question out to the host, and the
+requests held back from slowed addresses.
 """
 
 from __future__ import annotations
@@ -34,12 +36,25 @@ from .access import (
     Denial,
     Failure,
 )
+from .actions import ClusterStatus
 from .connection import HttpRequest, UpgradeRequest
+from .exceptions import InvalidState
 from .http1 import Headers
 from .metrics import Counters, Exposition, QueueState
 from .penalties import MAX_HELD, Penalties, address_key
 
-__all__ = ["MAX_SCRAPES", "SCRAPE_STEP", "Admit", "FrontDoor", "Hold", "Remote", "Reply"]
+__all__ = [
+    "MAX_INQUIRIES",
+    "MAX_SCRAPES",
+    "SCRAPE_STEP",
+    "Admit",
+    "Authenticator",
+    "FrontDoor",
+    "Hold",
+    "Refusal",
+    "Remote",
+    "Reply",
+]
 
 #: Queues rendered into a ``/metrics`` body per turn (a few milliseconds), and scrapes that may
 #: wait for one body at a time; more get 503 (protocol §1.2).
@@ -47,13 +62,15 @@ SCRAPE_STEP: Final = 1000
 MAX_SCRAPES: Final = 8
 #: The subprotocol naming protocol v1, chosen when a client offers it (protocol §1.3).
 SUBPROTOCOL: Final = "jackrabbit.v1"
+#: Requests that may wait for one ``/api/cluster`` answer at a time; more get 503.
+MAX_INQUIRIES: Final = 8
 
 Request = HttpRequest | UpgradeRequest
 
 
 @dataclass(frozen=True, slots=True)
 class Remote:
-    """Where a connection comes from, as its shell saw it at ``connect`` (protocol §10.3)."""
+    """Where a connection comes from, as its shell saw it at ``connect`` (protocol §11.3)."""
 
     #: The peer's IP address (no port): what failures are counted under and logs show.
     address: str
@@ -77,15 +94,29 @@ class Admit:
 
     queue: str
     subprotocol: str | None
-    #: What the connection may do on ``queue`` (protocol §10.5).
+    #: What the connection may do on ``queue`` (protocol §11.5).
     allowed: frozenset[Action] = EVERYTHING
     #: Who it is, with ``--auth``.
     caller: Caller | None = None
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """An authentication hook's answer that refuses an upgrade (protocol §1.4)."""
+
+    status: int  #: 401 or 403
+    reason: str
+
+
+#: The authentication hook (protocol §1.4): sees every upgrade request before access control
+#: (§11) does; returns None to let it through or a ``Refusal``. A cluster's nodes check relay
+#: proofs with it (§11.3); None is configured otherwise.
+Authenticator = Callable[[UpgradeRequest], Refusal | None]
+
+
+@dataclass(frozen=True, slots=True)
 class Hold:
-    """Answer later: the request comes from an address being slowed down (protocol §10.7).
+    """Answer later: the request comes from an address being slowed down (protocol §11.7).
     ``FrontDoor.release`` hands it back when its time comes."""
 
 
@@ -98,15 +129,20 @@ class FrontDoor:
 
     __slots__ = (
         "_audit",
+        "_authenticate",
+        "_clustered",
         "_counters",
         "_exposition",
         "_held",
         "_held_by",
+        "_inquiry",
         "_order",
         "_origins",
+        "_out",
         "_penalties",
         "_queues",
         "_scrapers",
+        "_tickets",
         "access",
         "shutting_down",
     )
@@ -119,15 +155,19 @@ class FrontDoor:
         access: AccessPolicy | None = None,
         origins: Iterable[str] = (),
         audit: Audit | None = None,
+        authenticate: Authenticator | None = None,
+        clustered: bool = False,
+        tickets: Callable[[], int] | None = None,
     ) -> None:
         self._counters = counters
         #: Every queue's state, by name, when a view of them is asked for.
         self._queues = queues
-        #: The access policy (``--auth``); None lets everyone do everything (protocol §10.1).
+        #: The access policy (``--auth``); None lets everyone do everything (protocol §11.1).
         self.access = access
-        #: The ``--allow-origin`` values; empty: any origin (protocol §10.8).
+        #: The ``--allow-origin`` values; empty: any origin (protocol §11.8).
         self._origins = frozenset(_normal_origin(origin) for origin in origins)
         self._audit = audit
+        self._authenticate = authenticate
         #: Set by the server's shutdown: every request is answered 503 from then on.
         self.shutting_down = False
         self._exposition: Exposition | None = None
@@ -137,6 +177,16 @@ class FrontDoor:
         self._held: list[tuple[float, int, int, Request, Remote]] = []
         self._held_by: dict[str, int] = {}
         self._order = itertools.count()
+        self._clustered = clustered
+        self._tickets = tickets
+        #: The ``ClusterStatus`` out and the requests waiting for its answer.
+        self._inquiry: tuple[int, list[int]] | None = None
+        self._out: list[ClusterStatus] = []
+
+    def outputs(self) -> list[ClusterStatus]:
+        """What to ask the host since the last call."""
+        out, self._out = self._out, []
+        return out
 
     @property
     def busy(self) -> bool:
@@ -161,7 +211,8 @@ class FrontDoor:
         path = routes.path_of(request.target)
         if over_capacity or self.shutting_down:
             return Reply(503, b"too many connections\n")
-        if path in (routes.HEALTH_PATH, routes.METRICS_PATH):
+        cluster = path == routes.CLUSTER_PATH and self._clustered
+        if cluster or path in (routes.HEALTH_PATH, routes.METRICS_PATH):
             if request.method not in ("GET", "HEAD"):
                 return Reply(405, b"method not allowed\n", headers=((b"allow", b"GET, HEAD"),))
             if path == routes.HEALTH_PATH:
@@ -173,9 +224,9 @@ class FrontDoor:
                 if isinstance(caller, Reply):
                     return caller
                 if not caller.may_anywhere("admin"):
-                    message = "/metrics needs an admin grant"
+                    message = f"{path} needs an admin grant"
                     return self._refused(caller.policy.refuse(caller, message), remote, None, now)
-            return self._scrape(conn, open_connections)
+            return self._inquire(conn) if cluster else self._scrape(conn, open_connections)
         if routes.queue_for(request.target) is not None:
             return Reply(426, b"use a WebSocket upgrade\n", headers=((b"upgrade", b"websocket"),))
         return Reply(404, b"not found\n")
@@ -183,7 +234,7 @@ class FrontDoor:
     def who(self, headers: Headers, remote: Remote, now: float) -> Caller | Reply:
         """Who a plain HTTP request comes from: the way for an endpoint that decides per
         queue to ask "may this caller do ACTION on QUEUE" (``caller.may(action, queue)``;
-        the admin endpoints ask it with ``admin``, protocol §10.4).
+        the admin endpoints ask it with ``admin``, protocol §11.4).
 
         Without ``--auth`` the caller may do everything. Invalid credentials get the ``401``
         reply to send instead (counted, reported, and slowing their address down).
@@ -215,6 +266,10 @@ class FrontDoor:
         queue = routes.queue_for(request.target)
         if queue is None:
             return Reply(404, b"no such queue path\n")
+        if self._authenticate is not None:
+            refusal = self._authenticate(request)
+            if refusal is not None:
+                return Reply(refusal.status, refusal.reason.encode() + b"\n")
         if self._origins and not self._origin_allowed(request.headers):
             failure = Failure(403, "origin", "this Origin is not allowed")
             return self._refused(failure, remote, queue, now)
@@ -234,14 +289,14 @@ class FrontDoor:
         return Admit(queue, subprotocol, allowed, caller)
 
     def _origin_allowed(self, headers: Headers) -> bool:
-        """No ``Origin`` (not a browser), or every one given is listed (protocol §10.8)."""
+        """No ``Origin`` (not a browser), or every one given is listed (protocol §11.8)."""
         return all(
             _normal_origin(value.decode("latin-1")) in self._origins
             for name, value in headers
             if name == b"origin"
         )
 
-    # -- refusals and slowed addresses (protocol §10.6, §10.7) -----------------------------
+    # -- refusals and slowed addresses (protocol §11.6, §11.7) -----------------------------
 
     def denied(self, denial: Denial) -> None:
         """Count a refusal and report it to the audit (the facade's per-command refusals
@@ -304,6 +359,33 @@ class FrontDoor:
         self._exposition = None
         scrapers, self._scrapers = self._scrapers, []
         return scrapers, Reply(200, body, _METRICS_TYPE)
+
+    # -- /api/cluster ---------------------------------------------------------------------
+
+    def answered(self, ticket: int, body: bytes | None) -> tuple[list[int], Reply]:
+        """The host's answer to ``ClusterStatus`` ``ticket``: the requests waiting for it and
+        the reply they all get (503 when the host could not describe the cluster)."""
+        inquiry = self._inquiry
+        if inquiry is None or inquiry[0] != ticket:
+            return [], Reply(503, b"")
+        self._inquiry = None
+        if body is None:
+            return inquiry[1], Reply(503, b"cluster status unavailable\n")
+        return inquiry[1], Reply(200, body, b"application/json")
+
+    def _inquire(self, conn: int) -> Reply | None:
+        """``GET /api/cluster``: one question to the host at a time, shared by the requests
+        that come while it is out."""
+        inquiry = self._inquiry
+        if inquiry is None:
+            if self._tickets is None:
+                raise InvalidState("a clustered front door needs tickets")
+            inquiry = self._inquiry = (self._tickets(), [])
+            self._out.append(ClusterStatus(inquiry[0]))
+        elif len(inquiry[1]) >= MAX_INQUIRIES:
+            return Reply(503, b"too many cluster requests at once\n")
+        inquiry[1].append(conn)
+        return None
 
     def _scrape(self, conn: int, open_connections: int) -> Reply | None:
         if len(self._scrapers) >= MAX_SCRAPES:

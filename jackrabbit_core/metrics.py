@@ -22,7 +22,8 @@ class Counters:
     handovers: int = 0
     connections: int = 0
     batches: int = 0
-    #: Requests and commands refused by access control, by reason (protocol §10.6).
+    relayed: int = 0
+    #: Requests and commands refused by access control, by reason (protocol §11.6).
     auth_failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
 
 
@@ -51,6 +52,7 @@ _COUNTERS = (
     ("handovers", "Planned handovers completed."),
     ("connections", "Connections accepted."),
     ("batches", "Write batches made durable."),
+    ("relayed", "Connections relayed to the node serving their queue (cluster mode)."),
 )
 
 _GAUGES = (

@@ -1,4 +1,4 @@
-"""Slowing down an address that keeps presenting invalid credentials (protocol §10.7).
+"""Slowing down an address that keeps presenting invalid credentials (protocol §11.7).
 
 A token of 128 random bits cannot be guessed; this makes trying cost time anyway, for the
 address trying and for nobody else. Each address's invalid attempts are counted; past

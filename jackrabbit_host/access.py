@@ -1,4 +1,4 @@
-"""Access control's host side (protocol §10): the ``--auth`` file, SIGHUP, the audit log and
+"""Access control's host side (protocol §11): the ``--auth`` file, SIGHUP, the audit log and
 the ``token`` command, shared by both shells.
 
 The rules themselves are the core's (``jackrabbit_core.access``): this module reads the TOML
@@ -184,7 +184,7 @@ def remote_of(peername: object, peercert: Mapping[str, Any] | None) -> tuple[str
 
 class AuditLog:
     """The core's ``audit``: one log line per refusal, with the peer's address and the
-    principal's name when known, never a token (protocol §10.6). Bounded: past
+    principal's name when known, never a token (protocol §11.6). Bounded: past
     ``AUDIT_RATE`` lines a second (bursts of ``AUDIT_BURST``) lines are dropped and counted."""
 
     __slots__ = ("_allowance", "_at", "_dropped")
@@ -218,7 +218,7 @@ class AuditLog:
 
 
 def reload_settings(config: Config, context: ssl.SSLContext) -> AccessPolicy | None:
-    """SIGHUP (protocol §10.9): load the certificate chain and key (and ``--client-ca``)
+    """SIGHUP (protocol §11.9): load the certificate chain and key (and ``--client-ca``)
     again for the handshakes to come, and re-read ``--auth``. Returns the new policy for
     ``Server.set_access``, or None when there is none to set (no ``--auth``, or the file is
     broken: the previous policy stays). Each outcome is logged on stderr, with the reason
@@ -243,7 +243,7 @@ def reload_settings(config: Config, context: ssl.SSLContext) -> AccessPolicy | N
 
 def open_access_warning(config: Config) -> str | None:
     """What the server says once at start when anyone who reaches it may do anything: no
-    ``--auth`` and an address other than loopback (protocol §10.1)."""
+    ``--auth`` and an address other than loopback (protocol §11.1)."""
     if config.auth is not None:
         return None
     host = config.host.strip("[]")

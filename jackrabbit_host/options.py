@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 from jackrabbit_core.config import Config, __version__
 from jackrabbit_core.exceptions import ConfigError
 
 from .devcerts import dev_paths
+from .relay import address_of
 
 
 def _positive_int(text: str) -> int:
@@ -173,7 +175,42 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="a web origin (https://app.example.com) whose pages may open WebSockets; "
         "repeatable; when given, an upgrade with another Origin header gets 403",
     )
+    cluster = parser.add_argument_group("cluster mode (docs/cluster.md)")
+    cluster.add_argument(
+        "--cluster",
+        metavar="DSN",
+        help="PostgreSQL connection string: store everything there (instead of --db) and "
+        "serve queues with every node started with the same DSN",
+    )
+    cluster.add_argument(
+        "--node-name",
+        type=_node_name,
+        help="this node's name in the cluster (default HOST:PORT)",
+    )
+    cluster.add_argument(
+        "--advertise",
+        metavar="wss://HOST:PORT",
+        help="how the other nodes reach this one (default wss:// and the listening address)",
+    )
+    cluster.add_argument(
+        "--lease",
+        type=_seconds,
+        default=defaults.lease,
+        help="seconds a node holds its queues without renewing (default %(default)s)",
+    )
     return parser
+
+
+#: A node name: what may appear in a header and a log line without quoting.
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\[\]-]{0,199}")
+
+
+def _node_name(text: str) -> str:
+    if not _NODE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"letters, digits and . _ : - [ ] only, at most 200: {text!r}"
+        )
+    return text
 
 
 def parse_args(argv: list[str], prog: str = "jackrabbit") -> Config:
@@ -194,6 +231,12 @@ def parse_args(argv: list[str], prog: str = "jackrabbit") -> Config:
             port = 8443
         paths = dev_paths(ns.db)
         chain_cert, private_key = paths.chain, paths.key
+    if ns.cluster is None:
+        alone = [flag for flag in ("--node-name", "--advertise", "--lease") if flag in given]
+        if alone:
+            raise ConfigError(f"{alone[0]} needs --cluster")
+    elif ns.advertise is not None:
+        address_of(ns.advertise)  # a one-line error now rather than at start-up
     return Config(
         host=host,
         port=port,
@@ -209,4 +252,8 @@ def parse_args(argv: list[str], prog: str = "jackrabbit") -> Config:
         auth=ns.auth,
         client_ca=ns.client_ca,
         allow_origins=tuple(ns.allow_origin),
+        cluster=ns.cluster,
+        node_name=ns.node_name,
+        advertise=ns.advertise,
+        lease=ns.lease,
     )

@@ -1,6 +1,6 @@
 """Certificate subjects as text, one canonical form for the ``--auth`` file and the TLS layer.
 
-A principal may be reached by a client certificate (protocol §10.3): its
+A principal may be reached by a client certificate (protocol §11.3): its
 ``client_cert_subject`` is compared with the subject of the certificate the TLS layer
 verified. Both are written in the form of RFC 4514 (what ``openssl x509 -noout -subject
 -nameopt RFC2253`` prints): the relative names from the most specific to the least, e.g.

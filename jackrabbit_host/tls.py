@@ -9,12 +9,12 @@ redo the expensive half of a handshake as often as it likes.
 
 With ``--client-ca`` the server asks every client for a certificate, optionally, and verifies
 one that is presented against that CA (a certificate that fails fails the handshake); which
-principal a verified one is, the ``--auth`` file says (protocol §10.3).
+principal a verified one is, the ``--auth`` file says (protocol §11.3).
 
 Certificate problems are ``ConfigError``\\ s with a one-line message naming the flag and the
 file at fault, which the shells print and exit 2.
 
-SIGHUP reloads the files without a restart (protocol §10.9): ``reload_certificates`` builds a
+SIGHUP reloads the files without a restart (protocol §11.9): ``reload_certificates`` builds a
 fresh context from them and has the listener's context move every handshake that starts from
 then on over to it (its ``sni_callback``, which OpenSSL calls for every ClientHello, SNI or
 not). Connections already open keep the certificate they started with; nothing is dropped,
@@ -59,7 +59,7 @@ def server_context(config: Config) -> ssl.SSLContext:
 
 
 def reload_certificates(context: ssl.SSLContext, config: Config) -> None:
-    """Load ``config``'s certificate files again (SIGHUP, protocol §10.9): handshakes that
+    """Load ``config``'s certificate files again (SIGHUP, protocol §11.9): handshakes that
     start from now on on ``context`` (one ``server_context`` made) use them; connections
     already open keep theirs. Raises ``ConfigError`` as ``server_context`` does, and then
     nothing changes."""

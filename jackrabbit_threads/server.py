@@ -61,16 +61,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from jackrabbit_core import Config, ConfigError, StoreError
 from jackrabbit_core import server as core
 from jackrabbit_core.access import AccessPolicy
 from jackrabbit_core.actions import (
     CloseTransport,
+    ClusterStatus,
     FindKey,
+    Locate,
     PauseReading,
     ReadMessages,
+    Relay,
     ResumeReading,
     Send,
     WatchFlush,
@@ -79,14 +82,19 @@ from jackrabbit_core.actions import (
 from jackrabbit_core.storage import Batch, Store
 from jackrabbit_host.access import load_access, reload_settings, remote_of
 from jackrabbit_host.cli import bind_error
-from jackrabbit_host.reads import answer
-from jackrabbit_host.startup import core_server, open_store
+from jackrabbit_host.reads import CoreCall, Reader
+from jackrabbit_host.relay import peer_name
+from jackrabbit_host.startup import cluster_node, core_server, open_store
 from jackrabbit_host.tls import server_context
 
 from .conn import Conn
 from .frontdoor import Address, FrontDoor
+from .relay import Link
 from .tls import TLSStream
 from .writer import Writer
+
+if TYPE_CHECKING:  # psycopg, which it needs, is an optional extra
+    from jackrabbit_host.cluster import ClusterNode
 
 __all__ = ["Server", "serve"]
 
@@ -126,10 +134,12 @@ def serve(config: Config) -> Server:
     store = open_store(config)
     try:
         listener = _listen(config)
+        server = Server(config, store, context, listener, access)
+        server._join()
     except BaseException:
         store.close()
         raise
-    return Server(config, store, context, listener, access)
+    return server
 
 
 def _listen(config: Config) -> socket.socket:
@@ -171,6 +181,9 @@ class Server:
         self._posted: collections.deque[Callable[[], None]] = collections.deque()
         self._context = context
         self._core = core_server(config, store, time.monotonic(), access)
+        self._reader = Reader(store, self._post_core)
+        #: Cluster mode (protocol §10): the node's membership.
+        self._cluster: ClusterNode | None = cluster_node(config, store, self.port)
         #: Connections by core id; touched only under ``_lock``.
         self._conns: dict[int, Conn] = {}
         # Reader threads, for the accept bound and the shutdown.
@@ -228,7 +241,7 @@ class Server:
         self._front_door.stop()
 
     def reload(self) -> None:
-        """SIGHUP: reload the certificate files and the ``--auth`` file (protocol §10.9).
+        """SIGHUP: reload the certificate files and the ``--auth`` file (protocol §11.9).
         Safe in a signal handler: the new policy is posted to the core, not waited for."""
         policy = reload_settings(self.config, self._context)
         if policy is not None:
@@ -252,6 +265,50 @@ class Server:
         tb: TracebackType | None,
     ) -> None:
         self.shutdown()
+
+    # -- cluster mode (protocol §10) ------------------------------------------------------
+
+    def _join(self) -> None:
+        """Register the node (it may wait out an old process of the same name), then start
+        its lease keeper and locator."""
+        if self._cluster is not None:
+            self._cluster.join()
+            self._cluster.start(self._post_core)
+
+    def _post_core(self, call: CoreCall) -> None:
+        """From a host thread: run ``call(core, now)`` under the lock soon."""
+        self._post(lambda: call(self._core, time.monotonic()))
+
+    def _relay(self, conn: Conn, action: Relay) -> None:
+        """``Relay``: pipe ``conn`` to the node serving its queue. With ``_lock`` held."""
+        node = self._cluster
+        if node is None:
+            return
+        try:
+            peer = peer_name(conn.sock.getpeername())
+        except OSError:
+            peer = "unknown"
+        link = conn.relay = Link(
+            action.address,
+            node.relay_head(action, peer),
+            node.link_context,
+            functools.partial(self._deliver, conn),
+            functools.partial(self._closed, conn),
+        )
+        link.start()
+
+    def _deliver(self, conn: Conn, data: bytes) -> bool:
+        """A relay link's bytes for its client: queued for the writer, waiting while the
+        buffer is over ``HIGH_WATER``; False once the client is gone."""
+        with conn.lock:
+            while conn.buffered > HIGH_WATER and not (conn.closing or conn.broken):
+                conn.readable.wait(0.05)  # shared with the reader: poll, do not rely on notify
+            if conn.closing or conn.broken:
+                return False
+            conn.out.append(data)
+            conn.buffered += len(data)
+        self._writer.wake(conn)
+        return True
 
     # -- one connection: the reader thread ------------------------------------------------
 
@@ -302,8 +359,10 @@ class Server:
         try:
             self._read_loop(conn)
         finally:
+            if conn.relay is not None:
+                conn.relay.close()
             with self._locked() as core_server:
-                if not conn.closing:
+                if not conn.closing or conn.relay is not None:  # a relay ends here (§10.3)
                     core_server.receive_eof(conn.id, time.monotonic())
             if not conn.closing:  # pragma: no cover - the core always closes after an EOF
                 self._closed(conn)
@@ -357,12 +416,19 @@ class Server:
             self._receive(conn, data)
 
     def _receive(self, conn: Conn, data: bytes) -> None:
-        with self._locked() as core_server:
-            for start in range(0, len(data), SLICE):
-                if start:
-                    self._run_posted()
-                core_server.receive_data(conn.id, data[start : start + SLICE], time.monotonic())
-                self._carry_out()
+        if conn.relay is None:
+            with self._locked() as core_server:
+                for start in range(0, len(data), SLICE):
+                    if start:
+                        self._run_posted()
+                    end = start + SLICE
+                    core_server.receive_data(conn.id, data[start:end], time.monotonic())
+                    self._carry_out()
+                    if conn.relay is not None:  # handed over: the rest goes to the link
+                        data = data[end:]
+                        break
+        if conn.relay is not None and data and not conn.relay.send(data):
+            conn.kill()
 
     # -- the writer's reports -------------------------------------------------------------
 
@@ -446,8 +512,15 @@ class Server:
                 elif isinstance(action, WriteBatch):
                     self._batches.put(action.batch)
                 elif isinstance(action, ReadMessages | FindKey):
-                    answer(self._store, action, core_server, time.monotonic())
-                    again = True
+                    if self._reader.carry_out(action, core_server, time.monotonic()):
+                        again = True
+                elif isinstance(action, Locate | ClusterStatus):
+                    if self._cluster is not None:
+                        self._cluster.carry_out(action)
+                elif isinstance(action, Relay):
+                    conn = conns.get(action.conn)
+                    if conn is not None:
+                        self._relay(conn, action)
                 elif isinstance(action, CloseTransport):
                     conn = conns.get(action.conn)
                     if conn is not None:
@@ -603,7 +676,10 @@ class Server:
                 log.warning("threads still running at exit: %s", ", ".join(left))
             if self._store_thread.is_alive():
                 return  # closing the store under a running write would fail
-        self._store.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._reader.close()
+        self._store.close()  # in a cluster: hands the queues over at once
 
     def _wait_for_clients(self) -> None:
         """Wait, at most ``SHUTDOWN_TIMEOUT``, for the clients to finish the close handshake

@@ -3,7 +3,7 @@
  * The client, unchanged, in a real browser: headless Chromium loads it from a page (with an
  * import map for `@msgpack/msgpack`), trusts the test CA through its NSS database, and talks
  * to a real jackrabbit server: a full round trip and a failover; it offers a token as a
- * subprotocol, and a server started with `--auth` admits it by that token (protocol §10.3).
+ * subprotocol, and a server started with `--auth` admits it by that token (protocol §11.3).
  * Skipped, with the reason, where Chromium, certutil or playwright-core is missing.
  */
 import assert from 'node:assert/strict';

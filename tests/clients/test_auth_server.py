@@ -1,5 +1,5 @@
 """Both runtimes' ``Client`` with a token, against a real server started with ``--auth``
-(protocol §10): admitted and served by their grants, refused with ``AccessDenied`` otherwise,
+(protocol §11): admitted and served by their grants, refused with ``AccessDenied`` otherwise,
 and a command outside the grants refused with ``forbidden`` on a connection that stays."""
 
 from __future__ import annotations

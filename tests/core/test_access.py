@@ -1,4 +1,4 @@
-"""Access control's pure parts (protocol §10): the grant matcher (with property tests),
+"""Access control's pure parts (protocol §11): the grant matcher (with property tests),
 grants, principals, the policy's identification of callers, and the per-address slow-down."""
 
 from __future__ import annotations

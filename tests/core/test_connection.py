@@ -25,6 +25,7 @@ from jackrabbit_core.connection import (
     Phase,
     UpgradeRequest,
 )
+from jackrabbit_core.exceptions import InvalidState
 
 KEY = base64.b64encode(bytes(range(16)))
 MIB = 1024 * 1024
@@ -160,31 +161,51 @@ def test_a_request_body_is_never_read() -> None:
     assert conn.transport_done
 
 
-def test_data_while_a_plain_request_waits_for_its_answer_is_never_read() -> None:
-    """protocol §1.2: a ``/metrics`` answer may come a few turns later; bytes meanwhile are
-    not a second request."""
+def test_bytes_after_a_plain_request_waiting_for_its_answer_are_never_read() -> None:
+    """A ``/metrics`` scrape waits for its body across turns; what its peer sends meanwhile
+    is ignored, and the answer still goes out."""
     conn = fresh()
-    conn.receive_data(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
-    assert conn.receive_data(b"GET /healthz HTTP/1.1\r\n\r\n", 0.0) == []
-    conn.respond(200, b"metrics\n")
+    conn.receive_data(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
+    assert conn.receive_data(b"GET /other HTTP/1.1\r\n\r\n", 0.0) == []
+    conn.respond(200, b"ok\n")
     assert status_of(conn.data_to_send()) == 200
-    assert conn.transport_done
 
 
-def test_frames_sent_before_a_held_upgrade_is_answered_are_kept_for_it() -> None:
-    """protocol §10.7: an upgrade may be answered later; frames that came meanwhile are read
-    once it is accepted, and more than a head's worth of them is refused with 400."""
+def test_frames_sent_while_an_upgrade_waits_are_read_once_it_is_accepted() -> None:
+    """An upgrade may wait for where its queue is served (protocol §10.2): early frames are
+    held for after it."""
     conn = fresh()
     (request,) = conn.receive_data(upgrade_head(), 0.0)
     assert isinstance(request, UpgradeRequest)
     assert conn.receive_data(frame(BINARY, b"early"), 0.0) == []
     assert conn.accept(request) == [MessageReceived(b"early")]
 
+
+def test_too_much_data_while_an_upgrade_waits_is_refused_400() -> None:
     conn = fresh()
     conn.receive_data(upgrade_head(), 0.0)
-    conn.receive_data(frame(BINARY, bytes(MAX_HEAD_BYTES - 100)), 0.0)
-    assert [type(e) for e in conn.receive_data(frame(BINARY, bytes(200)), 0.0)] == [Disconnected]
+    assert conn.receive_data(b"x" * MAX_HEAD_BYTES, 0.0) == []
+    assert [type(e) for e in conn.receive_data(b"x", 0.0)] == [Disconnected]
     assert status_of(conn.data_to_send()) == 400
+    assert conn.transport_done
+
+
+def test_detach_hands_over_the_bytes_after_the_request_and_ends_the_connection() -> None:
+    """A relayed connection (protocol §10.3): the core gives the transport up, silently."""
+    conn = fresh()
+    conn.receive_data(upgrade_head() + b"abc", 0.0)
+    conn.receive_data(b"def", 0.0)
+    assert conn.detach() == b"abcdef"
+    assert conn.phase is Phase.CLOSED
+    assert conn.data_to_send() == b""
+    assert conn.receive_eof() == []  # nothing more is reported
+
+
+def test_detach_without_a_waiting_upgrade_is_a_caller_bug() -> None:
+    conn = fresh()
+    conn.receive_data(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
+    with pytest.raises(InvalidState):
+        conn.detach()
 
 
 # -- the upgrade request (protocol §1.3) ------------------------------------------------------

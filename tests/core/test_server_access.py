@@ -1,4 +1,4 @@
-"""Access control in the facade (protocol §10): upgrades admitted or refused, each command
+"""Access control in the facade (protocol §11): upgrades admitted or refused, each command
 checked, /metrics for admins, refusals counted and audited, reloads that revoke, and slowed
 addresses, all with in-memory peers and a fake clock."""
 
@@ -109,7 +109,7 @@ def http(world: World, target: str, headers: bytes = b"", address: str = "127.0.
     return bytes(world.peers[conn].raw)
 
 
-# -- upgrades (protocol §10.4) ----------------------------------------------------------------
+# -- upgrades (protocol §11.4) ----------------------------------------------------------------
 
 
 def test_a_token_in_a_header_or_a_subprotocol_admits_and_is_never_echoed(world: World) -> None:
@@ -153,7 +153,7 @@ def test_a_token_in_the_query_string_is_never_accepted(world: World) -> None:
     assert head.startswith(b"http/1.1 401 ")
 
 
-# -- per-command checks (protocol §10.5) ------------------------------------------------------
+# -- per-command checks (protocol §11.5) ------------------------------------------------------
 
 
 def test_a_v1_command_without_its_grant_is_forbidden_and_the_connection_stays(
@@ -171,7 +171,7 @@ def test_a_v1_command_without_its_grant_is_forbidden_and_the_connection_stays(
 
 
 def test_naming_a_queue_creates_it_only_with_produce_or_consume_on_it(world: World) -> None:
-    """protocol §10.5: an admin (or reader) connection's refused commands leave no queue."""
+    """protocol §11.5: an admin (or reader) connection's refused commands leave no queue."""
     admin = b"Authorization: Bearer %s\r\n" % ADMIN
     peer = connect(world, "orders", ADMIN)
     peer.protocol.take()
@@ -199,7 +199,7 @@ def _original_frame(request: object) -> bytes:
     return bytes([0x82, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
 
 
-# -- /metrics (protocol §10.4) ----------------------------------------------------------------
+# -- /metrics (protocol §11.4) ----------------------------------------------------------------
 
 
 def test_metrics_need_an_admin_grant(world: World) -> None:
@@ -213,7 +213,7 @@ def test_metrics_need_an_admin_grant(world: World) -> None:
     assert http(world, "/healthz").startswith(b"HTTP/1.1 200 ")
 
 
-# -- reloads (protocol §10.9) -----------------------------------------------------------------
+# -- reloads (protocol §11.9) -----------------------------------------------------------------
 
 
 def test_a_reload_closes_the_connections_that_lost_a_grant_they_use(
@@ -273,7 +273,7 @@ def test_set_access_needs_a_server_started_with_a_policy() -> None:
         w.close()
 
 
-# -- slowed addresses (protocol §10.7) --------------------------------------------------------
+# -- slowed addresses (protocol §11.7) --------------------------------------------------------
 
 
 def test_repeated_invalid_tokens_slow_that_address_and_no_other(world: World) -> None:
@@ -315,7 +315,7 @@ def test_a_held_connection_that_times_out_is_not_answered_twice() -> None:
         world.close()
 
 
-# -- origins (protocol §10.8) -----------------------------------------------------------------
+# -- origins (protocol §11.8) -----------------------------------------------------------------
 
 
 def test_an_upgrade_from_a_page_of_another_origin_is_403() -> None:

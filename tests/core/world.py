@@ -13,10 +13,13 @@ import msgpack
 
 from jackrabbit_core import (
     CloseTransport,
+    ClusterStatus,
     Config,
     FindKey,
+    Locate,
     PauseReading,
     ReadMessages,
+    Relay,
     ResumeReading,
     Send,
     Server,
@@ -80,6 +83,8 @@ class World:
         #: Report every ``WatchFlush`` at once, all bytes written; else collect them here.
         self.auto_flush = auto_flush
         self.watched: set[int] = set()
+        #: What the server asked of a cluster host (cluster mode), in order.
+        self.asked: list[Locate | Relay | ClusterStatus] = []
 
     def close(self) -> None:
         self.store.close()
@@ -118,6 +123,8 @@ class World:
                         self._answer(action)
                     else:
                         self.reads.append(action)
+                elif isinstance(action, Locate | Relay | ClusterStatus):
+                    self.asked.append(action)
                 elif isinstance(action, WriteBatch):
                     if self.auto_write:
                         self.store.write(action.batch)

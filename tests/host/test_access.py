@@ -185,7 +185,7 @@ def _handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> _Ends:
     raise AssertionError("the in-memory handshake did not finish")
 
 
-# -- reloading certificates (protocol §10.9) --------------------------------------------------
+# -- reloading certificates (protocol §11.9) --------------------------------------------------
 
 
 def test_a_reload_serves_new_handshakes_from_the_new_files(tmp_path: Path) -> None:
