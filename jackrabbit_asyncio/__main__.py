@@ -1,11 +1,10 @@
-"""``python -m jackrabbit_asyncio`` (and the ``jackrabbit`` script): the server, or the
-``add`` / ``take`` terminal commands; ``jackrabbit_host.program`` runs the command line, the
-same for both shells, with this shell's way of serving and of running the commands."""
+"""``python -m jackrabbit_asyncio`` (and the ``jackrabbit`` script): the server, the ``add`` /
+``take`` terminal commands or the ``token`` command; ``jackrabbit_host.program`` runs the command
+line, the same for both shells, with this shell's way of serving and of running the commands."""
 
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from collections.abc import Callable
 
@@ -30,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
 async def _serve(config: Config, ready: Callable[[int], None]) -> None:
     server = await serve(config)
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, server.stop)
+    for signum, handler in program.signals(server).items():
+        loop.add_signal_handler(signum, handler)
     ready(server.port)
     await server.serve_forever()
 

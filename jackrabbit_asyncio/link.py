@@ -182,6 +182,11 @@ class Link:
         self._soon: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
 
+    def peercert(self) -> dict[str, object] | None:
+        """The peer's certificate as ``ssl.SSLObject.getpeercert()`` gives it, once the
+        handshake is done: None when it presented none, verified when it is there."""
+        return None if self._tls is None else self._tls.getpeercert()  # type: ignore[return-value]
+
     def start(self) -> None:
         """Start the TLS handshake with whatever the peer has sent already."""
         self._update_reading()

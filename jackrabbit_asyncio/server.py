@@ -7,13 +7,15 @@ except ``Store.write``, which runs on a single writer thread:
 ================================  ================================================================
 loop event                        core call, then one ``_flush()``
 ================================  ================================================================
-a link's TLS handshake is done    ``connect(now)`` (a failed handshake never reaches the core)
+a link's TLS handshake is done    ``connect(now, address, subject)`` (a failed handshake never
+                                  reaches the core)
 plaintext from a link             ``receive_data(conn, data, now)``
 the link's peer closed or failed  ``receive_eof(conn, now)``
 its buffer went over / under      ``set_writable(conn, False / True, now)``
 a watched link wrote more         ``flushed(conn, written, now)`` (on the next turn)
 the timer fires                   ``handle_timer(now)``
 the writer finished a batch       ``batch_written(now)`` or ``batch_failed(reason, now)``
+SIGHUP (``reload``)               ``set_access(policy, now)`` (with ``--auth``)
 SIGTERM / SIGINT                  ``shutdown(now)``
 ================================  ================================================================
 
@@ -37,27 +39,38 @@ import contextlib
 import logging
 import ssl
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from jackrabbit_core import Config, ConfigError
+from jackrabbit_core.access import AccessPolicy
 from jackrabbit_core.actions import (
     CloseTransport,
+    ClusterStatus,
     FindKey,
+    Locate,
     PauseReading,
     ReadMessages,
+    Relay,
     ResumeReading,
     Send,
     WatchFlush,
     WriteBatch,
 )
 from jackrabbit_core.storage import Batch, Store
+from jackrabbit_host import relay
+from jackrabbit_host.access import load_access, reload_settings, remote_of
 from jackrabbit_host.limits import SHUTDOWN_STALL, SHUTDOWN_TIMEOUT, slots, tls_timeout
 from jackrabbit_host.listeners import listen
-from jackrabbit_host.reads import answer
-from jackrabbit_host.startup import core_server, open_store
+from jackrabbit_host.reads import CoreCall, Reader
+from jackrabbit_host.startup import cluster_node, core_server, open_store
 from jackrabbit_host.tls import server_context
 
 from .acceptor import Acceptor
 from .link import Link, Phase, Shared
+from .relay import Pipe
+
+if TYPE_CHECKING:  # psycopg, which it needs, is an optional extra
+    from jackrabbit_host.cluster import ClusterNode
 
 __all__ = ["Server", "serve"]
 
@@ -75,10 +88,12 @@ async def serve(config: Config) -> Server:
     that will run the server.
     """
     context = server_context(config)  # before the store: a bad certificate leaves no --db
+    access = load_access(config)  # and so does a bad --auth file
     store = open_store(config)
     try:
-        server = Server(config, store, context)
+        server = Server(config, store, context, access)
         await server._listen()
+        await server._join()
     except BaseException:
         store.close()
         raise
@@ -97,13 +112,23 @@ class Server:
     a process-wide setting, left to the program that embeds the server.
     """
 
-    def __init__(self, config: Config, store: Store, context: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        context: ssl.SSLContext,
+        access: AccessPolicy | None = None,
+    ) -> None:
         self.config = config
         #: The port actually listened on (the real one with ``--port 0``); set by ``serve``.
         self.port = 0
         self._store = store
         self._loop = asyncio.get_running_loop()
-        self._core = core_server(config, store, self._loop.time())
+        self._core = core_server(config, store, self._loop.time(), access)
+        self._reader = Reader(store, self._post)
+        #: Cluster mode (protocol §10): the node's membership, and the relayed links.
+        self._cluster: ClusterNode | None = None
+        self._pipes: dict[Link, Pipe] = {}
         self._shared = Shared(self._loop, context, self, config.budget)
         self._acceptor: Acceptor | None = None
         #: Links the core knows, by core id.
@@ -127,6 +152,7 @@ class Server:
         config = self.config
         listeners = listen(config)
         self.port = listeners[0].getsockname()[1]
+        self._cluster = cluster_node(config, self._store, self.port)
         shared = self._shared
         self._acceptor = Acceptor(
             self._loop,
@@ -138,6 +164,43 @@ class Server:
         self._acceptor.start()
         self._flush()  # arms the timer (the heartbeat sweep)
 
+    # -- cluster mode (protocol §10) ----------------------------------------------------------
+
+    async def _join(self) -> None:
+        """Register the node (off the loop: it may wait out an old process of the same name),
+        then start its lease keeper and locator. Questions the core asks meanwhile wait."""
+        node = self._cluster
+        if node is not None:
+            await self._loop.run_in_executor(None, node.join)
+            node.start(self._post)
+
+    def _post(self, call: CoreCall) -> None:
+        """From another thread: run ``call(core, now)`` on the loop, then carry out."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._run_posted, call)
+
+    def _run_posted(self, call: CoreCall) -> None:
+        if not self._done.is_set():
+            call(self._core, self._loop.time())
+            self._flush()
+
+    def _relay(self, action: Relay) -> None:
+        """Pipe link ``action.conn`` to the node serving its queue; its events go to the
+        pipe from now on (``received``, ``writable``, ``ended``, ``gone``)."""
+        link = self._by_id.pop(action.conn, None)
+        node = self._cluster
+        if link is None or node is None:
+            return
+        self._watching.discard(link)
+        link.watched = False
+        try:
+            peer = relay.peer_name(link.sock.getpeername())
+        except OSError:
+            peer = "unknown"
+        pipe = self._pipes[link] = Pipe(link)
+        head = node.relay_head(action, peer)
+        self._loop.create_task(pipe.run(head, action.address, node.link_context, self._loop))
+
     # -- running --------------------------------------------------------------------------
 
     async def serve_forever(self) -> None:
@@ -148,6 +211,14 @@ class Server:
     def stop(self) -> None:
         """Ask ``serve_forever`` to shut down and return. Call it on the loop's thread."""
         self._stopping.set()
+
+    def reload(self) -> None:
+        """SIGHUP: reload the certificate files and the ``--auth`` file (protocol §11.9).
+        Call it on the loop's thread."""
+        policy = reload_settings(self.config, self._shared.context)
+        if policy is not None:
+            self._core.set_access(policy, self._loop.time())
+            self._flush()
 
     async def shutdown(self) -> None:
         """Stop accepting, close every client with 1001, wait (at most ``SHUTDOWN_TIMEOUT``)
@@ -177,6 +248,8 @@ class Server:
         try:
             if self._acceptor is not None:
                 self._acceptor.close()
+            for pipe in list(self._pipes.values()):
+                pipe.end()  # the owners close their side of these clients
             self._core.shutdown(loop.time())
             self._flush()
             deadline = loop.time() + SHUTDOWN_TIMEOUT
@@ -191,6 +264,8 @@ class Server:
                     await asyncio.wait_for(
                         self._changed.wait(), min(remaining, _STALL_CHECK)
                     )
+            for pipe in list(self._pipes.values()):
+                pipe.abort()
             if self._acceptor is not None:
                 for link in list(self._acceptor.links):
                     link.abort()
@@ -202,7 +277,10 @@ class Server:
                 self._writer.shutdown(wait=False)
                 return
             self._writer.shutdown(wait=True)
-            self._store.close()
+            if self._cluster is not None:
+                await loop.run_in_executor(None, self._cluster.close)
+            self._reader.close()
+            self._store.close()  # in a cluster: hands the queues over at once
         finally:
             self._done.set()
 
@@ -237,23 +315,37 @@ class Server:
     def established(self, link: Link) -> None:
         if self._acceptor is not None:
             self._acceptor.established(link)
-        link.id = self._core.connect(self._loop.time())
+        peername = None
+        with contextlib.suppress(OSError):
+            peername = link.sock.getpeername()
+        address, subject = remote_of(peername, link.peercert())
+        link.id = self._core.connect(self._loop.time(), address, subject)
         self._by_id[link.id] = link
         if log.isEnabledFor(logging.INFO):
-            with contextlib.suppress(OSError):
-                log.info("connection %d from %s", link.id, link.sock.getpeername())
+            log.info("connection %d from %s", link.id, peername)
         self._flush()
 
     def received(self, link: Link, data: bytes) -> None:
+        pipe = self._pipes.get(link)
+        if pipe is not None:
+            pipe.from_client(data)
+            return
         self._core.receive_data(link.id, data, self._loop.time())
         self._flush()
 
     def ended(self, link: Link) -> None:
-        if self._by_id.get(link.id) is link:
+        pipe = self._pipes.get(link)
+        if pipe is not None:
+            pipe.end()
+        elif self._by_id.get(link.id) is link:
             self._core.receive_eof(link.id, self._loop.time())
             self._flush()
 
     def writable(self, link: Link, writable: bool) -> None:
+        pipe = self._pipes.get(link)
+        if pipe is not None:
+            pipe.client_writable(writable)
+            return
         self._core.set_writable(link.id, writable, self._loop.time())
         self._flush()
 
@@ -269,6 +361,12 @@ class Server:
     def gone(self, link: Link) -> None:
         if self._acceptor is not None:
             self._acceptor.discard(link)
+        pipe = self._pipes.pop(link, None)
+        if pipe is not None:  # a relay ended: it no longer counts against --max-connections
+            pipe.end()
+            if not self._done.is_set():
+                self._core.receive_eof(link.id, self._loop.time())
+                self._flush()
         if link.id:
             if self._by_id.get(link.id) is link:  # dropped before the core closed it
                 del self._by_id[link.id]
@@ -297,8 +395,15 @@ class Server:
                         self._write(action.batch)
                         continue
                     if isinstance(action, ReadMessages | FindKey):
-                        answer(self._store, action, core_server, self._loop.time())
-                        self._again = True
+                        if self._reader.carry_out(action, core_server, self._loop.time()):
+                            self._again = True
+                        continue
+                    if isinstance(action, Locate | ClusterStatus):
+                        if self._cluster is not None:
+                            self._cluster.carry_out(action)
+                        continue
+                    if isinstance(action, Relay):
+                        self._relay(action)
                         continue
                     link = by_id.get(action.conn)
                     if link is None:

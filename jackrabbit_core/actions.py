@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .connection import UpgradeRequest
 from .storage import Batch
 
 
@@ -89,7 +90,43 @@ class WriteBatch:
     batch: Batch
 
 
+@dataclass(frozen=True, slots=True)
+class Locate:
+    """Cluster mode (protocol §10.2): find the node that serves ``queue``, taking it for this
+    node if none does. Answer with ``Server.adopt(record, lease_until, now)`` (this node holds
+    it now; ``record`` read in the transaction that took it), ``Server.located(queue, node,
+    address, now)`` (another live node serves it) or ``Server.locate_failed(queue, reason,
+    now)``. Every ``Locate`` must be answered, later, in one of these three ways."""
+
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """Cluster mode (protocol §10.3): connection ``conn`` is the shell's from now on. Its
+    upgrade ``request`` is for a queue that node ``node`` serves at ``address``
+    (``wss://HOST:PORT``): open TLS to it, send the request with this node's relay proof,
+    then ``early`` (what the peer sent after its request), and pipe bytes both ways until
+    either side ends, then report the end with ``Server.receive_eof(conn, now)``: until then
+    the connection counts against --max-connections. The core has forgotten everything else
+    about ``conn``: other calls naming it are ignored."""
+
+    conn: int
+    node: str
+    address: str
+    request: UpgradeRequest
+    early: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    """Cluster mode (protocol §10.5): describe the cluster for ``GET /api/cluster``, then call
+    ``Server.cluster_status(ticket, body, now)`` with the JSON body (None if it failed)."""
+
+    ticket: int
+
+
 Action = (
     Send | CloseTransport | PauseReading | ResumeReading | WatchFlush | ReadMessages | FindKey
-    | WriteBatch
+    | WriteBatch | Locate | Relay | ClusterStatus
 )

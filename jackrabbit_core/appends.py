@@ -143,6 +143,20 @@ class Appends:
         """``conn`` is gone: its adds are still stored, nobody hears of them."""
         self._producers.pop(conn, None)
 
+    # -- queues (cluster mode, protocol §10) --------------------------------------------------
+
+    def adopt(self, record: QueueRecord) -> None:
+        """Serve ``record``'s queue from its stored state: its next seq follows ``last_seq``."""
+        self._tails[record.name] = _Tail(record.last_seq)
+
+    def release(self, queues: set[str]) -> None:
+        """Forget ``queues``: their connections are being closed, nobody hears of their adds,
+        and a key lookup still out for them is ignored when it comes back."""
+        for queue in queues:
+            self._tails.pop(queue, None)
+        for ticket in [t for t, lookup in self._lookups.items() if lookup[1] in queues]:
+            del self._lookups[ticket]
+
     # -- adds -------------------------------------------------------------------------------
 
     def add(self, conn: int, queue: str, add: Add, voice: Voice) -> None:
@@ -162,7 +176,10 @@ class Appends:
 
     def found(self, ticket: int, message: StoredMessage | None) -> None:
         """The store's answer to ``FindKey`` ``ticket``: the message under that key, or None."""
-        tail, queue, conn, add, voice = self._lookups.pop(ticket)
+        lookup = self._lookups.pop(ticket, None)
+        if lookup is None:
+            return  # its queue was released meanwhile
+        tail, queue, conn, add, voice = lookup
         tail.lookup = None
         if message is None:
             self._store(tail, queue, conn, add, voice)
@@ -173,7 +190,10 @@ class Appends:
 
     def lookup_failed(self, ticket: int, reason: str) -> None:
         """``FindKey`` ``ticket`` failed: that add is refused as unavailable, the rest go on."""
-        tail, queue, conn, add, voice = self._lookups.pop(ticket)
+        lookup = self._lookups.pop(ticket, None)
+        if lookup is None:
+            return
+        tail, queue, conn, add, voice = lookup
         tail.lookup = None
         self._answer(conn, len(add.data), voice.unavailable(reason, add.req))
         self._unblock(tail, queue)

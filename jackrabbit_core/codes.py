@@ -16,6 +16,7 @@ ErrorCode = Literal[
     "bad_ack",
     "no_standby",
     "unavailable",
+    "forbidden",
 ]
 
 BAD_REQUEST: Final = "bad_request"
@@ -27,6 +28,8 @@ BAD_ACK: Final = "bad_ack"
 NO_STANDBY: Final = "no_standby"
 #: The store failed to write: the add was not stored and may be retried.
 UNAVAILABLE: Final = "unavailable"
+#: The connection's principal lacks the grant the request needs (protocol §11.5).
+FORBIDDEN: Final = "forbidden"
 
 # WebSocket close codes (RFC 6455 §7.4.1), protocol §2.4.
 CLOSE_NORMAL: Final = 1000
@@ -37,3 +40,5 @@ CLOSE_INVALID_PAYLOAD: Final = 1007
 CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_TOO_BIG: Final = 1009
 CLOSE_INTERNAL_ERROR: Final = 1011
+#: The queue moved to another node of the cluster: reconnect (protocol §11.4).
+CLOSE_SERVICE_RESTART: Final = 1012

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 #: The package's version (``pyproject.toml`` reads it from here; ``--version`` prints it).
@@ -101,6 +101,27 @@ class Config:
     max_pending_adds: int = 10_000
     #: Bytes of data in flight, split into every limit on it (``Budget``).
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+    #: The ``--auth`` file (protocol §11); None: anyone may do anything.
+    auth: str | None = None
+    #: ``--client-ca``: the CA that client certificates are verified against.
+    client_ca: str | None = None
+    #: ``--allow-origin``: the web origins whose pages may open WebSockets; empty: any.
+    allow_origins: tuple[str, ...] = ()
+    #: Cluster mode (protocol §10): the PostgreSQL connection string replacing the embedded
+    #: store, or None. It may hold a password: never shown (``repr``), logged or served.
+    cluster: str | None = field(default=None, repr=False)
+    #: This node's name in the cluster (``HOST:PORT`` when not given).
+    node_name: str | None = None
+    #: How the other nodes reach this one, ``wss://HOST:PORT`` (``wss://`` + the listening
+    #: address when not given).
+    advertise: str | None = None
+    #: Seconds a node holds its queues without renewing its lease.
+    lease: float = 5.0
+
+    @property
+    def clustered(self) -> bool:
+        """Whether this node is one of a cluster (``--cluster``)."""
+        return self.cluster is not None
 
     @property
     def dead_after(self) -> float:

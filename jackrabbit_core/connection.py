@@ -73,6 +73,8 @@ class HttpRequest:
 
     method: str
     target: str
+    #: Its headers (names lowercased), for the endpoints that need credentials (§10.4).
+    headers: Headers = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +193,8 @@ class Connection:
     def receive_data(self, data: bytes, now: float) -> list[ConnectionEvent]:
         """Feed bytes from the peer; return what they mean. Never raises for bad input.
 
-        A request event must be answered (``respond`` or ``accept``) before more data is fed.
+        A request event is answered with ``respond`` or ``accept``, at once or later: bytes fed
+        meanwhile are kept for the upgrade, or ignored after a plain request (``_early``).
         """
         if self.phase is not Phase.CLOSING:
             # After our close frame only the peer's echo matters: whatever else it sends does
@@ -235,7 +238,7 @@ class Connection:
 
     def _receive_http(self, data: bytes) -> list[ConnectionEvent]:
         if self._request is not None:
-            raise InvalidState("data fed before the request was answered")
+            return self._early(data)
         held = self._in
         if held is None:
             held = self._in = bytearray()
@@ -254,7 +257,8 @@ class Connection:
         headers = tuple(request.headers)
         if not http1.is_upgrade(headers):
             self._in = None  # a body is never read (protocol §1.2)
-            self._request = HttpRequest(request.method.decode("ascii", "replace"), target)
+            method = request.method.decode("ascii", "replace")
+            self._request = HttpRequest(method, target, headers)
             return [self._request]
         malformed = http1.check_upgrade(request)
         if malformed is not None:
@@ -263,6 +267,34 @@ class Connection:
             self._in = None
         self._request = UpgradeRequest(target, headers, _subprotocols(headers))
         return [self._request]
+
+    def _early(self, data: bytes) -> list[ConnectionEvent]:
+        """Bytes that came while the request waits for its answer, which the server may give
+        later (a ``/metrics`` body, where the queue is served: protocol §10.2; a slowed-down
+        address: §11.7). A plain request's are never read (§1.2); an upgrade's are held for
+        after it (frames, or relayed), up to ``MAX_HEAD_BYTES``: a client has no business
+        sending more before it is answered, and is refused with 400 if it does."""
+        if isinstance(self._request, HttpRequest):
+            return []
+        held = self._in
+        if held is None:
+            held = self._in = bytearray()
+        if len(held) + len(data) > MAX_HEAD_BYTES:
+            return self._refuse(HttpError(400, "too much data before the upgrade was answered"))
+        held += data
+        return []
+
+    def detach(self) -> bytes:
+        """Give the transport up: it is relayed to another node (protocol §10.3). Returns what
+        the peer sent after its upgrade request; the connection is over for the core, and no
+        event reports it. Only while an upgrade request waits for its answer."""
+        if self.phase is not Phase.HTTP or not isinstance(self._request, UpgradeRequest):
+            raise InvalidState("detach() answers a pending upgrade request only")
+        early = bytes(self._in or b"")
+        self._in = self._request = None
+        self.phase = Phase.CLOSED
+        self.disconnected = True
+        return early
 
     def _refuse(self, error: HttpError) -> list[ConnectionEvent]:
         self.respond(error.status, f"{error.reason}\n".encode(), headers=error.headers)

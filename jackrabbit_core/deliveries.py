@@ -100,15 +100,13 @@ class Deliveries:
         self._window = _window_for(pump_bytes, max_message_bytes)
         self._tickets = tickets
         self._slots: dict[str, _Slot] = {}
-        for record in records:
-            self._slots[record.name] = self._new_slot(
-                record.name, last_seq=record.last_seq, acked=record.acked, epoch=record.epoch
-            )
         #: Which queue each read out is for.
         self._reads: dict[int, str] = {}
         self._to_pump: set[str] = set()
         self._timed: set[str] = set()
         self._out: list[Output] = []
+        for record in records:
+            self.adopt(record)
 
     def outputs(self) -> list[Output]:
         """What to carry out, in order, since the last call."""
@@ -168,6 +166,25 @@ class Deliveries:
         slot.machine.set_writable(conn, writable)
         self._drain(queue, slot)
 
+    # -- queues (cluster mode, protocol §10) --------------------------------------------------
+
+    def adopt(self, record: QueueRecord) -> None:
+        """Serve ``record``'s queue from its stored state, as after a restart (protocol §7.2):
+        deliveries start after its cursor, and its first active consumer gets ``epoch + 1``."""
+        self._slots[record.name] = self._new_slot(
+            record.name, last_seq=record.last_seq, acked=record.acked, epoch=record.epoch
+        )
+
+    def release(self, queues: set[str]) -> None:
+        """Forget ``queues`` (their consumers are being closed); reads still out for them are
+        ignored when they come back."""
+        for queue in queues:
+            self._slots.pop(queue, None)
+        self._to_pump -= queues
+        self._timed -= queues
+        for ticket in [t for t, name in self._reads.items() if name in queues]:
+            del self._reads[ticket]
+
     # -- the store --------------------------------------------------------------------------
 
     def durable(self, durable: Durable) -> None:
@@ -182,8 +199,11 @@ class Deliveries:
             self._drain(name, self._slots[name])
 
     def read_done(self, ticket: int, messages: list[StoredMessage]) -> None:
-        """The store's answer to ``ReadMessages`` ``ticket``."""
-        name = self._reads.pop(ticket)
+        """The store's answer to ``ReadMessages`` ``ticket`` (ignored if its queue was
+        released meanwhile)."""
+        name = self._reads.pop(ticket, None)
+        if name is None:
+            return
         slot = self._slots[name]
         slot.reading = None
         deliver = slot.pending[0] if slot.pending else None
@@ -201,7 +221,9 @@ class Deliveries:
 
     def read_failed(self, ticket: int, reason: str) -> None:
         """``ReadMessages`` ``ticket`` failed: its consumer is closed, the line fails over."""
-        name = self._reads.pop(ticket)
+        name = self._reads.pop(ticket, None)
+        if name is None:
+            return
         slot = self._slots[name]
         slot.reading = None
         deliver = slot.pending[0] if slot.pending else None

@@ -42,6 +42,7 @@ _REASONS: Final = {
     405: b"Method Not Allowed",
     408: b"Request Timeout",
     426: b"Upgrade Required",
+    429: b"Too Many Requests",
     431: b"Request Header Fields Too Large",
     501: b"Not Implemented",
     503: b"Service Unavailable",

@@ -47,7 +47,15 @@ class Durable:
 class Journal:
     """The filling batch and the writing batch, and the back-off after a failure."""
 
-    __slots__ = ("_cursors_due", "_filling", "_number", "_retry_at", "_retry_delay", "_writing")
+    __slots__ = (
+        "_cursors_due",
+        "_filling",
+        "_forgotten",
+        "_number",
+        "_retry_at",
+        "_retry_delay",
+        "_writing",
+    )
 
     def __init__(self, now: float) -> None:
         self._filling = Batch()
@@ -56,6 +64,8 @@ class Journal:
         self._writing: Batch | None = None
         self._retry_at = now
         self._retry_delay = 0.0
+        #: Queues forgotten while the writing batch holds writes for them (``forget``).
+        self._forgotten: set[str] = set()
         #: When a batch of nothing but cursors goes anyway; None until one waits.
         self._cursors_due: float | None = None
 
@@ -82,6 +92,27 @@ class Journal:
         """Persist ``queue``'s epoch with the next batch; returns its number."""
         self._filling.set_epoch(queue, epoch)
         return self._number
+
+    def forget(self, queues: set[str]) -> set[str]:
+        """Write nothing more for ``queues``: this node stopped serving them (protocol §10.4).
+
+        The filling batch drops them. The batch being written cannot be taken back; it is
+        decided by the store (a queue taken over by another node fails it there), and what it
+        made durable for these queues is left out of ``written()``. Returns those of
+        ``queues`` it holds: they are *draining* until it is decided (``drained``).
+        """
+        self._filling.drop(queues)
+        writing = self._writing
+        draining = set() if writing is None else queues & writing.queues()
+        self._forgotten |= draining
+        return draining
+
+    def drained(self) -> set[str]:
+        """The queues ``forget`` left draining, once no batch holding them is being written."""
+        if self._writing is not None or not self._forgotten:
+            return set()
+        drained, self._forgotten = self._forgotten, set()
+        return drained
 
     def next_batch(self, now: float) -> Batch | None:
         """The batch to hand to the shell now, if one may go: none is out, the filling one
@@ -115,13 +146,19 @@ class Journal:
         batch = self._take_writing("written")
         self._retry_delay = 0.0
         messages: dict[str, list[StoredMessage]] = {}
+        forgotten = self._forgotten
         for queue, message, _ in batch.messages:
+            if queue in forgotten:
+                continue
             found = messages.get(queue)
             if found is None:
                 messages[queue] = [message]
             else:
                 found.append(message)
-        return Durable(self._number - 1, messages, batch.epochs)
+        epochs = batch.epochs
+        if forgotten:
+            epochs = {queue: epoch for queue, epoch in epochs.items() if queue not in forgotten}
+        return Durable(self._number - 1, messages, epochs)
 
     def failed(self, now: float) -> tuple[int, int]:
         """The batch handed out failed. It and the filling one are void (their seqs would
@@ -130,11 +167,14 @@ class Journal:
         waiting, self._filling = self._filling, Batch()
         lost = (self._number - 1, self._number)
         self._number += 1
+        forgotten = self._forgotten
         for batch in (failed, waiting):
             for queue, acked in batch.cursors.items():
-                self._filling.set_cursor(queue, acked)
+                if queue not in forgotten:
+                    self._filling.set_cursor(queue, acked)
             for queue, epoch in batch.epochs.items():
-                self._filling.set_epoch(queue, epoch)
+                if queue not in forgotten:
+                    self._filling.set_epoch(queue, epoch)
         self._retry_delay = min(RETRY_MAX, max(RETRY_FIRST, 2 * self._retry_delay))
         self._retry_at = now + self._retry_delay
         return lost

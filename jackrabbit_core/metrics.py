@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from .access import REASONS
 
 
 @dataclass(slots=True)
@@ -20,6 +22,9 @@ class Counters:
     handovers: int = 0
     connections: int = 0
     batches: int = 0
+    relayed: int = 0
+    #: Requests and commands refused by access control, by reason (protocol §11.6).
+    auth_failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
 
 
 class QueueState(Protocol):
@@ -47,6 +52,7 @@ _COUNTERS = (
     ("handovers", "Planned handovers completed."),
     ("connections", "Connections accepted."),
     ("batches", "Write batches made durable."),
+    ("relayed", "Connections relayed to the node serving their queue (cluster mode)."),
 )
 
 _GAUGES = (
@@ -81,6 +87,12 @@ class Exposition:
                 f"# TYPE {metric} counter",
                 f"{metric} {getattr(counters, name)}",
             ]
+        metric = "jackrabbit_auth_failures_total"
+        lines += [
+            f"# HELP {metric} Requests and commands refused by access control, by reason.",
+            f"# TYPE {metric} counter",
+            *(f'{metric}{{reason="{r}"}} {n}' for r, n in counters.auth_failures.items()),
+        ]
         lines += [
             "# HELP jackrabbit_open_connections Connections open now.",
             "# TYPE jackrabbit_open_connections gauge",

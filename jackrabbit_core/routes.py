@@ -11,6 +11,8 @@ DEFAULT_QUEUE: Final = "default"
 QUEUE_PREFIX: Final = "/queues/"
 HEALTH_PATH: Final = "/healthz"
 METRICS_PATH: Final = "/metrics"
+#: The cluster's nodes and the queues each serves (cluster mode, protocol §10.5).
+CLUSTER_PATH: Final = "/api/cluster"
 
 
 def path_of(target: str) -> str:

@@ -16,6 +16,9 @@ An adapter implements ``Store``. Its promises, which the core relies on:
 - ``recover()`` runs once, before the core exists; the records it returns are what the core
   starts from.
 - Failures raise ``StoreError`` with a one-line message.
+- ``answers_at_once`` says whether a read takes microseconds (an embedded store: the shell
+  answers it on the spot) or a network round trip (the shell runs it on a worker and reports
+  it later, so the event loop never waits on it).
 """
 
 from __future__ import annotations
@@ -68,6 +71,17 @@ class Batch:
         """The epoch of ``queue`` (the last call wins)."""
         self.epochs[queue] = epoch
 
+    def queues(self) -> set[str]:
+        """Every queue the batch writes something for."""
+        return {queue for queue, _, _ in self.messages} | self.cursors.keys() | self.epochs.keys()
+
+    def drop(self, queues: set[str]) -> None:
+        """Write nothing for ``queues`` after all (their node no longer serves them)."""
+        self.messages = [entry for entry in self.messages if entry[0] not in queues]
+        for queue in queues:
+            self.cursors.pop(queue, None)
+            self.epochs.pop(queue, None)
+
     def __bool__(self) -> bool:
         """Whether there is anything to write at all."""
         return bool(self.messages or self.cursors or self.epochs)
@@ -81,6 +95,11 @@ class Batch:
 
 class Store(Protocol):
     """A durable log of every queue's messages, cursor and epoch (see the module docstring)."""
+
+    @property
+    def answers_at_once(self) -> bool:
+        """Whether reads take microseconds, so the shell may answer them where asked."""
+        ...
 
     def recover(self) -> list[QueueRecord]:
         """Every queue ever written, with its last seq, cursor and epoch."""

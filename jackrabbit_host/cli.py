@@ -2,9 +2,11 @@
 
 ``python -m jackrabbit_asyncio`` and ``python -m jackrabbit_threads`` (and the ``jackrabbit``
 script) run the server unless the first argument is ``add`` or ``take``, the terminal
-commands. The words a user sees (usage, the ready line, the ``--dev`` banner, start-up and
-client errors) are written here once so the two shells print exactly the same thing; those
-about certificate files are in ``jackrabbit_host.tls``, which loads them.
+commands, or ``token``, which makes a token for the ``--auth`` file. The words a user sees
+(usage, the ready line, the ``--dev`` banner, start-up and client errors) are written here
+once so the two shells print exactly the same thing; those about certificate files are in
+``jackrabbit_host.tls``, which loads them, and those about the ``--auth`` file in
+``jackrabbit_host.access``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from jackrabbit_core.envelope import DEFAULT_PREFETCH, MAX_PREFETCH
 from jackrabbit_core.exceptions import ConfigError
 from jackrabbit_core.routes import DEFAULT_QUEUE
 
+from .access import TokenCommand, open_access_warning, parse_token
 from .devcerts import dev_paths
 from .options import RaisingParser, parse_args
 
@@ -77,7 +80,7 @@ class TakeCommand:
     token: str | None = field(default=None, repr=False)
 
 
-Command = Serve | AddCommand | TakeCommand
+Command = Serve | AddCommand | TakeCommand | TokenCommand
 
 
 def program_name(argv0: str, module: str) -> str:
@@ -154,7 +157,29 @@ def parse_command(argv: list[str], prog: str, environ: Mapping[str, str] | None 
         _check_endpoint(ns.url, ns.queue)
         token = _token(ns.token, environ)
         return TakeCommand(ns.url, ns.queue, _default_ca(ns.ca), ns.prefetch, ns.count, token)
+    if argv[:1] == ["token"]:
+        return _token_command(argv[1:], prog)
     return Serve(parse_args(argv, prog))
+
+
+def _token_command(argv: list[str], prog: str) -> TokenCommand:
+    """``token NAME --allow GRANT ...`` (protocol §10.3)."""
+    parser = RaisingParser(
+        prog=f"{prog} token",
+        description="Make a new random token for a principal of the --auth file: print the "
+        "token once, then the [[principal]] block holding its SHA-256 to add to the file.",
+    )
+    parser.add_argument("name", help="the principal's name (shown in logs, not a secret)")
+    parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="GRANT",
+        help="ACTION:PATTERN, e.g. produce:orders or consume:orders-* (repeatable); actions "
+        "are produce, consume, read and admin",
+    )
+    ns = parser.parse_args(argv)
+    return parse_token(ns.name, ns.allow)
 
 
 def _prefetch(text: str) -> int:
@@ -266,3 +291,6 @@ def announce(config: Config, port: int, prog: str) -> None:
     print(ready_line(config.host, port), flush=True)
     if config.dev:
         print(dev_banner(config, port, prog), flush=True)
+    warning = open_access_warning(config)
+    if warning is not None:
+        print(f"{prog}: {warning}", file=sys.stderr, flush=True)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 from jackrabbit_core.config import MIN_MEMORY_BUDGET, Config, __version__
 from jackrabbit_core.exceptions import ConfigError
 
 from .devcerts import dev_paths
+from .relay import address_of
 
 
 def _positive_int(text: str) -> int:
@@ -70,6 +72,16 @@ def _memory(text: str) -> int:
     return int(value)
 
 
+def _origin(text: str) -> str:
+    """A web origin as browsers send it in ``Origin``: ``SCHEME://HOST[:PORT]``, no path."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or not scheme or not rest or "/" in rest.rstrip("/"):
+        raise argparse.ArgumentTypeError(
+            f"not a web origin (expected https://HOST[:PORT]): {text!r}"
+        )
+    return text
+
+
 class RaisingParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` that raises ``ConfigError`` instead of exiting the process
     (``--help`` and ``--version`` still print and exit 0)."""
@@ -91,7 +103,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
             "      add messages (the arguments, or stdin lines); print each seq once stored\n"
             f"  {prog} take\n"
             "      print messages as they come, acknowledging each\n"
-            f"  (see {prog} add --help, {prog} take --help)"
+            f"  {prog} token NAME --allow ACTION:PATTERN ...\n"
+            "      make a token for the --auth file\n"
+            f"  (see {prog} add --help, {prog} take --help, {prog} token --help)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -172,7 +186,64 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "deliveries, socket buffers), split as the README says; K, M, G or KiB, MiB, GiB "
         "(default 64MiB)",
     )
+    add(
+        "--auth",
+        metavar="FILE",
+        default=None,
+        help="TOML file of principals and their grants; without it anyone may do anything "
+        "(docs/security.md); SIGHUP re-reads it",
+    )
+    add(
+        "--client-ca",
+        metavar="FILE",
+        default=None,
+        help="PEM CA that client certificates are verified against (needs --auth)",
+    )
+    add(
+        "--allow-origin",
+        metavar="ORIGIN",
+        type=_origin,
+        action="append",
+        default=[],
+        help="a web origin (https://app.example.com) whose pages may open WebSockets; "
+        "repeatable; when given, an upgrade with another Origin header gets 403",
+    )
+    cluster = parser.add_argument_group("cluster mode (docs/cluster.md)")
+    cluster.add_argument(
+        "--cluster",
+        metavar="DSN",
+        help="PostgreSQL connection string: store everything there (instead of --db) and "
+        "serve queues with every node started with the same DSN",
+    )
+    cluster.add_argument(
+        "--node-name",
+        type=_node_name,
+        help="this node's name in the cluster (default HOST:PORT)",
+    )
+    cluster.add_argument(
+        "--advertise",
+        metavar="wss://HOST:PORT",
+        help="how the other nodes reach this one (default wss:// and the listening address)",
+    )
+    cluster.add_argument(
+        "--lease",
+        type=_seconds,
+        default=defaults.lease,
+        help="seconds a node holds its queues without renewing (default %(default)s)",
+    )
     return parser
+
+
+#: A node name: what may appear in a header and a log line without quoting.
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\[\]-]{0,199}")
+
+
+def _node_name(text: str) -> str:
+    if not _NODE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"letters, digits and . _ : - [ ] only, at most 200: {text!r}"
+        )
+    return text
 
 
 def parse_args(argv: list[str], prog: str = "jackrabbit") -> Config:
@@ -193,6 +264,12 @@ def parse_args(argv: list[str], prog: str = "jackrabbit") -> Config:
             port = 8443
         paths = dev_paths(ns.db)
         chain_cert, private_key = paths.chain, paths.key
+    if ns.cluster is None:
+        alone = [flag for flag in ("--node-name", "--advertise", "--lease") if flag in given]
+        if alone:
+            raise ConfigError(f"{alone[0]} needs --cluster")
+    elif ns.advertise is not None:
+        address_of(ns.advertise)  # a one-line error now rather than at start-up
     return Config(
         host=host,
         port=port,
@@ -206,4 +283,11 @@ def parse_args(argv: list[str], prog: str = "jackrabbit") -> Config:
         max_connections=ns.max_connections,
         handover_timeout=ns.handover_timeout,
         memory_budget=ns.memory_budget,
+        auth=ns.auth,
+        client_ca=ns.client_ca,
+        allow_origins=tuple(ns.allow_origin),
+        cluster=ns.cluster,
+        node_name=ns.node_name,
+        advertise=ns.advertise,
+        lease=ns.lease,
     )

@@ -1,20 +1,26 @@
 """The program both shells run (``python -m jackrabbit_asyncio``, ``python -m
-jackrabbit_threads``, the ``jackrabbit`` script): the server, or a terminal command.
+jackrabbit_threads``, the ``jackrabbit`` script): the server, a terminal command (``add``,
+``take``) or the ``token`` command.
 
 A shell's ``__main__`` passes only what differs: how it serves (``Serve``) and how it runs the
 ``add`` and ``take`` commands. Everything a user sees (usage, the ready line, the ``--dev``
-banner, one-line errors and exit statuses) is decided here and in ``jackrabbit_host.cli``.
+banner, one-line errors and exit statuses) is decided here and in ``jackrabbit_host.cli``, and
+what each signal does to a running server here (``signals``): only how a shell hooks a handler
+in differs.
 """
 
 from __future__ import annotations
 
+import signal
 import ssl
 import sys
 from collections.abc import Callable
+from typing import Protocol
 
 from jackrabbit_core import Config, JackrabbitError
 from jackrabbit_core.client_errors import ClientError
 
+from .access import TokenCommand, run_token
 from .cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -33,9 +39,30 @@ from .cli import (
 from .files import use_private_umask
 
 #: How a shell serves: start serving ``config`` (raising ``JackrabbitError`` with a one-line
-#: message if it cannot), call ``ready(port)`` once it accepts connections, stop on SIGTERM and
-#: SIGINT, and return once shut down (raising ``JackrabbitError`` if the store failed to close).
+#: message if it cannot), install the ``signals`` handlers, call ``ready(port)`` once it accepts
+#: connections, and return once shut down (raising ``JackrabbitError`` if the store failed to
+#: close).
 Serve = Callable[[Config, Callable[[int], None]], None]
+
+
+class Running(Protocol):
+    """A started server, as the signals see it (both shells' ``Server``)."""
+
+    def stop(self) -> None:
+        """Shut down, then return from serving."""
+
+    def reload(self) -> None:
+        """Reload the certificate files and the ``--auth`` file (protocol §11.9)."""
+
+
+def signals(server: Running) -> dict[signal.Signals, Callable[[], None]]:
+    """What each signal does to a running server: SIGTERM and SIGINT stop it, SIGHUP reloads
+    its certificates and ``--auth`` file. A shell installs these before calling ``ready``."""
+    return {
+        signal.SIGTERM: server.stop,
+        signal.SIGINT: server.stop,
+        signal.SIGHUP: server.reload,
+    }
 
 
 def run(
@@ -57,6 +84,8 @@ def run(
         return _client(lambda: add(command), command.ca, prog)
     if isinstance(command, TakeCommand):
         return _client(lambda: take(command), command.ca, prog)
+    if isinstance(command, TokenCommand):
+        return run_token(command)
     return _serve(serve, command.config, prog)
 
 

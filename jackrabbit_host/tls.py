@@ -7,13 +7,23 @@ and left as OpenSSL has them. ALPN offers ``http/1.1`` only (WebSocket upgrades,
 and ``/metrics`` all speak it). Renegotiation is off: a client could otherwise make the server
 redo the expensive half of a handshake as often as it likes.
 
+With ``--client-ca`` the server asks every client for a certificate, optionally, and verifies
+one that is presented against that CA (a certificate that fails fails the handshake); which
+principal a verified one is, the ``--auth`` file says (protocol §11.3).
+
 Certificate problems are ``ConfigError``\\ s with a one-line message naming the flag and the
-file at fault, which the shells print and exit 2. A certificate reload (SIGHUP) would call
-``server_context`` again and hand the new context to connections accepted after it.
+file at fault, which the shells print and exit 2.
+
+SIGHUP reloads the files without a restart (protocol §11.9): ``reload_certificates`` builds a
+fresh context from them and has the listener's context move every handshake that starts from
+then on over to it (its ``sni_callback``, which OpenSSL calls for every ClientHello, SNI or
+not). Connections already open keep the certificate they started with; nothing is dropped,
+and the shells keep the one context they were given.
 """
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import Callable
 from typing import Final, NoReturn
@@ -45,6 +55,30 @@ def server_context(config: Config) -> ssl.SSLContext:
     """
     if config.dev:
         ensure_dev_certificates(config.db)
+    return _load(config)
+
+
+def reload_certificates(context: ssl.SSLContext, config: Config) -> None:
+    """Load ``config``'s certificate files again (SIGHUP, protocol §11.9): handshakes that
+    start from now on on ``context`` (one ``server_context`` made) use them; connections
+    already open keep theirs. Raises ``ConfigError`` as ``server_context`` does, and then
+    nothing changes."""
+    fresh = _load(config)
+    context.sni_callback = functools.partial(_move_to, fresh)
+
+
+def _move_to(
+    fresh: ssl.SSLContext,
+    connection: ssl.SSLObject | ssl.SSLSocket,
+    server_name: str | None,
+    context: ssl.SSLContext,
+) -> None:
+    """During a ClientHello: serve this handshake from ``fresh`` (its certificate, key and
+    client CA)."""
+    connection.context = fresh
+
+
+def _load(config: Config) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(TLS12_CIPHERS)
@@ -59,6 +93,15 @@ def server_context(config: Config) -> ssl.SSLContext:
         raise ConfigError(_load_error(config, exc)) from None
     except OSError as exc:  # the files changed since they were checked
         raise ConfigError(f"cannot load the TLS certificate: {exc.strerror or exc}") from None
+    if config.client_ca is not None:
+        _check_readable("--client-ca", config.client_ca, "CA file")
+        try:
+            context.load_verify_locations(cafile=config.client_ca)
+        except (ssl.SSLError, ValueError):
+            raise ConfigError(f"--client-ca {config.client_ca}: no PEM certificate") from None
+        except OSError as exc:
+            raise ConfigError(f"--client-ca {config.client_ca}: {exc.strerror or exc}") from None
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
 
 
@@ -84,7 +127,7 @@ def _check_readable(flag: str, path: str, what: str) -> None:
         with open(path, "rb"):
             pass
     except FileNotFoundError:
-        hint = " (use --dev to make one)" if flag != "--ca" else ""
+        hint = " (use --dev to make one)" if flag in ("--chain-cert", "--private-key") else ""
         raise ConfigError(f"{what} not found: {flag} {path}{hint}") from None
     except IsADirectoryError:
         raise ConfigError(f"{what} is a directory: {flag} {path}") from None

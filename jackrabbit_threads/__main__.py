@@ -1,6 +1,6 @@
-"""``python -m jackrabbit_threads``: the server, or the ``add`` / ``take`` terminal commands;
-``jackrabbit_host.program`` runs the command line, the same for both shells, with this shell's
-way of serving and of running the commands."""
+"""``python -m jackrabbit_threads``: the server, the ``add`` / ``take`` terminal commands or the
+``token`` command; ``jackrabbit_host.program`` runs the command line, the same for both shells,
+with this shell's way of serving and of running the commands."""
 
 from __future__ import annotations
 
@@ -23,14 +23,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(config: Config, ready: Callable[[int], None]) -> None:
     server = serve(config)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        server.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    for signum, handler in program.signals(server).items():
+        signal.signal(signum, _on(handler))
     ready(server.port)
     server.serve_forever()
+
+
+def _on(handler: Callable[[], None]) -> Callable[[int, FrameType | None], None]:
+    """``handler`` as a ``signal.signal`` handler (the server's ``stop`` and ``reload`` are
+    safe in one)."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        handler()
+
+    return on_signal
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import contextlib
 import socket
 import threading
 
+from .relay import Link
 from .tls import TLSStream
 
 
@@ -32,6 +33,7 @@ class Conn:
         "progress",
         "queued",
         "readable",
+        "relay",
         "shut",
         "sock",
         "throttled",
@@ -73,6 +75,8 @@ class Conn:
         self.done = False
         #: When bytes last moved either way (a shutdown drops connections that stall).
         self.progress = now
+        #: Cluster mode: the link its bytes are piped to, once relayed (protocol §10.3).
+        self.relay: Link | None = None
         # -- the writer's own --
         #: Waiting in the writer's queue.
         self.queued = False

@@ -63,21 +63,26 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from jackrabbit_core import Config, StoreError
 from jackrabbit_core import server as core
+from jackrabbit_core.access import AccessPolicy
 from jackrabbit_core.actions import (
     CloseTransport,
+    ClusterStatus,
     FindKey,
+    Locate,
     PauseReading,
     ReadMessages,
+    Relay,
     ResumeReading,
     Send,
     WatchFlush,
     WriteBatch,
 )
 from jackrabbit_core.storage import Batch, Store
+from jackrabbit_host.access import load_access, reload_settings, remote_of
 from jackrabbit_host.limits import (
     CLOSE_TIMEOUT,
     SHUTDOWN_STALL,
@@ -86,14 +91,19 @@ from jackrabbit_host.limits import (
     tls_timeout,
 )
 from jackrabbit_host.listeners import listen
-from jackrabbit_host.reads import answer
-from jackrabbit_host.startup import core_server, open_store
+from jackrabbit_host.reads import CoreCall, Reader
+from jackrabbit_host.relay import peer_name
+from jackrabbit_host.startup import cluster_node, core_server, open_store
 from jackrabbit_host.tls import server_context
 
 from .conn import Conn
 from .frontdoor import Address, FrontDoor
+from .relay import Link
 from .tls import TLSStream
 from .writer import Writer
+
+if TYPE_CHECKING:  # psycopg, which it needs, is an optional extra
+    from jackrabbit_host.cluster import ClusterNode
 
 __all__ = ["Server", "serve"]
 
@@ -112,13 +122,16 @@ def serve(config: Config) -> Server:
     """Open the store, load the certificate and listen: a ``Server`` ready for
     ``serve_forever()``. Raises ``ConfigError`` or ``StoreError`` with a one-line message."""
     context = server_context(config)  # before the store: a bad certificate leaves no --db
+    access = load_access(config)  # and so does a bad --auth file
     store = open_store(config)
     try:
         listeners = listen(config)
+        server = Server(config, store, context, listeners, access)
+        server._join()
     except BaseException:
         store.close()
         raise
-    return Server(config, store, context, listeners)
+    return server
 
 
 class Server:
@@ -135,6 +148,7 @@ class Server:
         store: Store,
         context: ssl.SSLContext,
         listeners: list[socket.socket],
+        access: AccessPolicy | None = None,
     ) -> None:
         self.config = config
         self._store = store
@@ -143,7 +157,11 @@ class Server:
         self._lock = threading.Lock()
         #: Core calls posted by threads that do not wait for ``_lock`` (see the docstring).
         self._posted: collections.deque[Callable[[], None]] = collections.deque()
-        self._core = core_server(config, store, time.monotonic())
+        self._context = context
+        self._core = core_server(config, store, time.monotonic(), access)
+        self._reader = Reader(store, self._post_core)
+        #: Cluster mode (protocol §10): the node's membership.
+        self._cluster: ClusterNode | None = cluster_node(config, store, self.port)
         #: Connections by core id; touched only under ``_lock``.
         self._conns: dict[int, Conn] = {}
         # Reader threads, for the accept bound and the shutdown.
@@ -203,6 +221,13 @@ class Server:
         """Ask ``serve_forever`` to shut down and return; safe in a signal handler."""
         self._front_door.stop()
 
+    def reload(self) -> None:
+        """SIGHUP: reload the certificate files and the ``--auth`` file (protocol §11.9).
+        Safe in a signal handler: the new policy is posted to the core, not waited for."""
+        policy = reload_settings(self.config, self._context)
+        if policy is not None:
+            self._post(lambda: self._core.set_access(policy, time.monotonic()))
+
     def shutdown(self) -> None:
         """``stop()`` and wait until ``serve_forever`` has returned (from another thread)."""
         self.stop()
@@ -221,6 +246,50 @@ class Server:
         tb: TracebackType | None,
     ) -> None:
         self.shutdown()
+
+    # -- cluster mode (protocol §10) ------------------------------------------------------
+
+    def _join(self) -> None:
+        """Register the node (it may wait out an old process of the same name), then start
+        its lease keeper and locator."""
+        if self._cluster is not None:
+            self._cluster.join()
+            self._cluster.start(self._post_core)
+
+    def _post_core(self, call: CoreCall) -> None:
+        """From a host thread: run ``call(core, now)`` under the lock soon."""
+        self._post(lambda: call(self._core, time.monotonic()))
+
+    def _relay(self, conn: Conn, action: Relay) -> None:
+        """``Relay``: pipe ``conn`` to the node serving its queue. With ``_lock`` held."""
+        node = self._cluster
+        if node is None:
+            return
+        try:
+            peer = peer_name(conn.sock.getpeername())
+        except OSError:
+            peer = "unknown"
+        link = conn.relay = Link(
+            action.address,
+            node.relay_head(action, peer),
+            node.link_context,
+            functools.partial(self._deliver, conn),
+            functools.partial(self._closed, conn),
+        )
+        link.start()
+
+    def _deliver(self, conn: Conn, data: bytes) -> bool:
+        """A relay link's bytes for its client: queued for the writer, waiting while the
+        buffer is over the budget's ``high_water``; False once the client is gone."""
+        with conn.lock:
+            while conn.buffered > self._high_water and not (conn.closing or conn.broken):
+                conn.readable.wait(0.05)  # shared with the reader: poll, do not rely on notify
+            if conn.closing or conn.broken:
+                return False
+            conn.out.append(data)
+            conn.buffered += len(data)
+        self._writer.wake(conn)
+        return True
 
     # -- one connection: the reader thread ------------------------------------------------
 
@@ -246,8 +315,10 @@ class Server:
         """A reader thread's life: from the core's ``connect`` to the end of the socket."""
         conn: Conn | None = None
         try:
+            remote, subject = remote_of(address, tls.peercert())
             with self._locked() as core_server:
-                conn = Conn(core_server.connect(time.monotonic()), sock, tls, time.monotonic())
+                conn_id = core_server.connect(time.monotonic(), remote, subject)
+                conn = Conn(conn_id, sock, tls, time.monotonic())
                 self._conns[conn.id] = conn
             if log.isEnabledFor(logging.INFO):
                 log.info("connection %d from %s", conn.id, address)
@@ -269,8 +340,10 @@ class Server:
         try:
             self._read_loop(conn)
         finally:
+            if conn.relay is not None:
+                conn.relay.close()
             with self._locked() as core_server:
-                if not conn.closing:
+                if not conn.closing or conn.relay is not None:  # a relay ends here (§10.3)
                     core_server.receive_eof(conn.id, time.monotonic())
             if not conn.closing:  # pragma: no cover - the core always closes after an EOF
                 self._closed(conn)
@@ -325,12 +398,19 @@ class Server:
             self._receive(conn, data)
 
     def _receive(self, conn: Conn, data: bytes) -> None:
-        with self._locked() as core_server:
-            for start in range(0, len(data), SLICE):
-                if start:
-                    self._run_posted()
-                core_server.receive_data(conn.id, data[start : start + SLICE], time.monotonic())
-                self._carry_out()
+        if conn.relay is None:
+            with self._locked() as core_server:
+                for start in range(0, len(data), SLICE):
+                    if start:
+                        self._run_posted()
+                    end = start + SLICE
+                    core_server.receive_data(conn.id, data[start:end], time.monotonic())
+                    self._carry_out()
+                    if conn.relay is not None:  # handed over: the rest goes to the link
+                        data = data[end:]
+                        break
+        if conn.relay is not None and data and not conn.relay.send(data):
+            conn.kill()
 
     # -- the writer's reports -------------------------------------------------------------
 
@@ -414,8 +494,15 @@ class Server:
                 elif isinstance(action, WriteBatch):
                     self._batches.put(action.batch)
                 elif isinstance(action, ReadMessages | FindKey):
-                    answer(self._store, action, core_server, time.monotonic())
-                    again = True
+                    if self._reader.carry_out(action, core_server, time.monotonic()):
+                        again = True
+                elif isinstance(action, Locate | ClusterStatus):
+                    if self._cluster is not None:
+                        self._cluster.carry_out(action)
+                elif isinstance(action, Relay):
+                    conn = conns.get(action.conn)
+                    if conn is not None:
+                        self._relay(conn, action)
                 elif isinstance(action, CloseTransport):
                     conn = conns.get(action.conn)
                     if conn is not None:
@@ -571,7 +658,10 @@ class Server:
                 log.warning("threads still running at exit: %s", ", ".join(left))
             if self._store_thread.is_alive():
                 return  # closing the store under a running write would fail
-        self._store.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._reader.close()
+        self._store.close()  # in a cluster: hands the queues over at once
 
     def _wait_for_clients(self) -> None:
         """Wait, at most ``SHUTDOWN_TIMEOUT``, for the clients to finish the close handshake

@@ -134,6 +134,11 @@ class TLSStream:
                 self._tls.write(data)
             return self._outgoing.read()
 
+    def peercert(self) -> dict[str, object] | None:
+        """The peer's certificate as ``ssl.SSLObject.getpeercert()`` gives it (after the
+        handshake): None when it presented none, which is verified when it is there."""
+        return self._tls.getpeercert()  # type: ignore[return-value]
+
     def close_notify(self) -> bytes:
         """The bytes of a TLS ``close_notify``, the polite last thing to send."""
         with self._lock:

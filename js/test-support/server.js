@@ -107,13 +107,15 @@ export async function makeCerts() {
 /** One `python -m jackrabbit_asyncio` process, its database and certificates kept in `dir`. */
 export class Server {
   /**
-   * Start a server (on `port`, 0 for a free one) and wait for its ready line.
+   * Start a server (on `port`, 0 for a free one, with `extra` flags) and wait for its ready
+   * line.
    * @param {{ dir: string, ca: string, chain: string, key: string }} certs
-   * @param {{ port?: number, db?: string }} [options]
+   * @param {{ port?: number, db?: string, extra?: string[] }} [options]
    */
-  static async start(certs, { port = 0, db = join(certs.dir, 'db') } = {}) {
+  static async start(certs, { port = 0, db = join(certs.dir, 'db'), extra = [] } = {}) {
     const args = ['-m', 'jackrabbit_asyncio', '--host', HOST, '--port', String(port), '--db', db];
     args.push('--chain-cert', certs.chain, '--private-key', certs.key, '--fsync', 'never');
+    args.push(...extra);
     const child = spawn(PYTHON, args, {
       env: ENV,
       cwd: certs.dir,

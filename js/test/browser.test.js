@@ -2,11 +2,14 @@
 /**
  * The client, unchanged, in a real browser: headless Chromium loads it from a page (with an
  * import map for `@msgpack/msgpack`), trusts the test CA through its NSS database, and talks
- * to a real jackrabbit server: a full round trip and a failover; and it offers a token as a
- * subprotocol. Skipped, with the reason, where Chromium, certutil or playwright-core is
- * missing.
+ * to a real jackrabbit server: a full round trip and a failover; it offers a token as a
+ * subprotocol, and a server started with `--auth` admits it by that token (protocol §11.3).
+ * Skipped, with the reason, where Chromium, certutil or playwright-core is missing.
  */
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 
 import { launch, missing, staticServer } from '../test-support/browser.js';
@@ -144,9 +147,8 @@ describe('in Chromium', { skip: reason ?? false, timeout: 8 * WAIT }, () => {
     assert.deepEqual(complaints, []);
   });
 
-  // Chromium refuses an upgrade answer that selects none of the subprotocols offered, and the
-  // server selects none yet (protocol §1.4): the offer is checked against a ws server, which
-  // selects the first one, `jackrabbit.v1`.
+  // What exactly a page offers, recorded by a ws server (which selects the first offer,
+  // `jackrabbit.v1`, as jackrabbit does); the next test has a real server admit it.
   test('a page offers its token as the jackrabbit.bearer subprotocol', async () => {
     const recorder = await upgradeRecorder(certs);
     try {
@@ -165,6 +167,55 @@ describe('in Chromium', { skip: reason ?? false, timeout: 8 * WAIT }, () => {
       });
     } finally {
       recorder.close();
+    }
+  });
+
+  test('a token-authenticated round trip with a server started with --auth', async () => {
+    const token = randomBytes(32).toString('base64url');
+    const auth = join(certs.dir, 'auth.toml');
+    const digest = createHash('sha256').update(token).digest('hex');
+    const grants = '"produce:page-auth", "consume:page-auth"';
+    await writeFile(auth, `[[principal]]\nname = "page"\ntoken_sha256 = "${digest}"\nallow = [${grants}]\n`);
+    const authed = await Server.start(certs, {
+      db: join(certs.dir, 'db-auth'),
+      extra: ['--auth', auth],
+    });
+    try {
+      const result = await within(
+        page.evaluate(
+          async ({ url, token }) => {
+            const { connect } = /** @type {Module} */ (/** @type {any} */ (window).jackrabbit);
+            let refused = null;
+            try {
+              await connect(url, { queue: 'page-auth' });
+            } catch (error) {
+              refused = /** @type {{ code?: string }} */ (error).code;
+            }
+            const producer = await connect(url, { queue: 'page-auth', token });
+            const seq = await producer.add('with a token');
+            const consumer = await connect(url, { queue: 'page-auth', token });
+            const messages = (await consumer.take())[Symbol.asyncIterator]();
+            const message = (await messages.next()).value;
+            message?.ack();
+            const role = consumer.role;
+            await Promise.all([producer.close(), consumer.close()]);
+            return { refused, seq, role, text: message?.text() };
+          },
+          { url: authed.url, token },
+        ),
+        'the authenticated round trip in the page',
+      );
+      assert.deepEqual(result, {
+        refused: 'refused',
+        seq: 1,
+        role: 'active',
+        text: 'with a token',
+      });
+      // the one complaint: Chromium's report of the upgrade refused without a token
+      assert.equal(complaints.length, 1, complaints.join('\n'));
+      assert.match(complaints[0], /HTTP Authentication failed|401/);
+    } finally {
+      await authed.stop();
     }
   });
 });

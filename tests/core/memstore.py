@@ -15,6 +15,8 @@ from jackrabbit_core.storage import Batch, QueueRecord
 class MemoryStore:
     """Every queue's messages, keys, cursor and epoch in dictionaries."""
 
+    answers_at_once = True
+
     def __init__(self) -> None:
         self.messages: dict[str, dict[int, StoredMessage]] = {}
         self.keys: dict[tuple[str, str], int] = {}

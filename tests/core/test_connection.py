@@ -98,7 +98,7 @@ def close_frame_of(data: bytes) -> tuple[int, str]:
 def test_head_is_answered_with_the_headers_of_get_and_no_body(method: str) -> None:
     conn = fresh()
     (request,) = conn.receive_data(f"{method} /healthz HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 0)
-    assert request == HttpRequest(method, "/healthz")
+    assert request == HttpRequest(method, "/healthz", ((b"host", b"x"),))
     conn.respond(200, b"ok\n")
     response = conn.data_to_send()
     head, _, body = response.partition(b"\r\n\r\n")
@@ -129,7 +129,10 @@ def test_the_head_cap_is_exact(line_end: bytes, chunk: int | None) -> None:
         for i in range(0, len(data), step):
             events += conn.receive_data(data[i : i + step], 0.0)
         if expected is None:
-            assert events == [HttpRequest("GET", "/healthz")]
+            assert [(e.method, e.target) for e in events if isinstance(e, HttpRequest)] == [
+                ("GET", "/healthz")
+            ]
+            assert len(events) == 1
         else:
             assert [type(e) for e in events] == [Disconnected]
             assert status_of(conn.data_to_send()) == 431
@@ -150,17 +153,59 @@ def test_a_request_body_is_never_read() -> None:
     conn = fresh()
     body = frame(BINARY, b"x")
     data = b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    assert conn.receive_data(data, 0.0) == [HttpRequest("POST", "/healthz")]
+    assert conn.receive_data(data, 0.0) == [
+        HttpRequest("POST", "/healthz", ((b"host", b"x"), (b"content-length", b"%d" % len(body))))
+    ]
     conn.respond(405, b"no\n")
     assert conn.receive_data(b"more", 0.0) == []
     assert conn.transport_done
 
 
-def test_data_before_the_request_is_answered_is_a_caller_bug() -> None:
+def test_bytes_after_a_plain_request_waiting_for_its_answer_are_never_read() -> None:
+    """A ``/metrics`` scrape waits for its body across turns; what its peer sends meanwhile
+    is ignored, and the answer still goes out."""
+    conn = fresh()
+    conn.receive_data(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
+    assert conn.receive_data(b"GET /other HTTP/1.1\r\n\r\n", 0.0) == []
+    conn.respond(200, b"ok\n")
+    assert status_of(conn.data_to_send()) == 200
+
+
+def test_frames_sent_while_an_upgrade_waits_are_read_once_it_is_accepted() -> None:
+    """An upgrade may wait for where its queue is served (protocol §10.2): early frames are
+    held for after it."""
+    conn = fresh()
+    (request,) = conn.receive_data(upgrade_head(), 0.0)
+    assert isinstance(request, UpgradeRequest)
+    assert conn.receive_data(frame(BINARY, b"early"), 0.0) == []
+    assert conn.accept(request) == [MessageReceived(b"early")]
+
+
+def test_too_much_data_while_an_upgrade_waits_is_refused_400() -> None:
+    conn = fresh()
+    conn.receive_data(upgrade_head(), 0.0)
+    assert conn.receive_data(b"x" * MAX_HEAD_BYTES, 0.0) == []
+    assert [type(e) for e in conn.receive_data(b"x", 0.0)] == [Disconnected]
+    assert status_of(conn.data_to_send()) == 400
+    assert conn.transport_done
+
+
+def test_detach_hands_over_the_bytes_after_the_request_and_ends_the_connection() -> None:
+    """A relayed connection (protocol §10.3): the core gives the transport up, silently."""
+    conn = fresh()
+    conn.receive_data(upgrade_head() + b"abc", 0.0)
+    conn.receive_data(b"def", 0.0)
+    assert conn.detach() == b"abcdef"
+    assert conn.phase is Phase.CLOSED
+    assert conn.data_to_send() == b""
+    assert conn.receive_eof() == []  # nothing more is reported
+
+
+def test_detach_without_a_waiting_upgrade_is_a_caller_bug() -> None:
     conn = fresh()
     conn.receive_data(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
     with pytest.raises(InvalidState):
-        conn.receive_data(b"x", 0.0)
+        conn.detach()
 
 
 # -- the upgrade request (protocol §1.3) ------------------------------------------------------

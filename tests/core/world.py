@@ -13,10 +13,13 @@ import msgpack
 
 from jackrabbit_core import (
     CloseTransport,
+    ClusterStatus,
     Config,
     FindKey,
+    Locate,
     PauseReading,
     ReadMessages,
+    Relay,
     ResumeReading,
     Send,
     Server,
@@ -24,6 +27,7 @@ from jackrabbit_core import (
     WatchFlush,
     WriteBatch,
 )
+from jackrabbit_core.access import AccessPolicy, Audit
 from jackrabbit_core.client import ClientEvent, ClientProtocol
 from jackrabbit_core.storage import Batch
 
@@ -52,6 +56,8 @@ class World:
         auto_write: bool = True,
         auto_flush: bool = True,
         auto_read: bool = True,
+        access: AccessPolicy | None = None,
+        audit: Audit | None = None,
         **config: Any,
     ) -> None:
         self.config = Config(**config)
@@ -65,6 +71,8 @@ class World:
             new_id=lambda: next(self._ids).to_bytes(16, "big"),
             clock_ms=lambda: next(self._ms),
             now=self.now,
+            access=access,
+            audit=audit,
         )
         self.peers: dict[int, Peer] = {}
         self.auto_write = auto_write
@@ -75,6 +83,8 @@ class World:
         #: Report every ``WatchFlush`` at once, all bytes written; else collect them here.
         self.auto_flush = auto_flush
         self.watched: set[int] = set()
+        #: What the server asked of a cluster host (cluster mode), in order.
+        self.asked: list[Locate | Relay | ClusterStatus] = []
 
     def close(self) -> None:
         self.store.close()
@@ -113,6 +123,8 @@ class World:
                         self._answer(action)
                     else:
                         self.reads.append(action)
+                elif isinstance(action, Locate | Relay | ClusterStatus):
+                    self.asked.append(action)
                 elif isinstance(action, WriteBatch):
                     if self.auto_write:
                         self.store.write(action.batch)
@@ -165,17 +177,25 @@ class World:
 
     # -- peers ----------------------------------------------------------------------------
 
-    def peer(self, path: str = "/") -> Peer:
-        """A connected, upgraded client."""
-        conn = self.server.connect(self.now)
-        peer = Peer(conn, ClientProtocol("localhost", path))
+    def peer(
+        self,
+        path: str = "/",
+        *,
+        protocol: ClientProtocol | None = None,
+        address: str = "127.0.0.1",
+        subject: str | None = None,
+    ) -> Peer:
+        """A connected client that sent its upgrade request (``protocol``'s, or a plain one
+        to ``path``) from ``address`` with a verified certificate of ``subject``."""
+        conn = self.server.connect(self.now, address, subject)
+        peer = Peer(conn, protocol or ClientProtocol("localhost", path))
         self.peers[conn] = peer
         self.flush(peer)
         return peer
 
-    def raw_peer(self) -> int:
-        """A connection that sends whatever bytes the test gives it."""
-        conn = self.server.connect(self.now)
+    def raw_peer(self, address: str = "127.0.0.1") -> int:
+        """A connection (from ``address``) that sends whatever bytes the test gives it."""
+        conn = self.server.connect(self.now, address)
         self.peers[conn] = Peer(conn, ClientProtocol("localhost", "/"))
         return conn
 
