@@ -3,6 +3,7 @@ subprocesses whose stdout lines arrive on a queue (every wait bounded)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -123,6 +124,15 @@ class ServerProcess:
     def fds(self) -> int:
         """The process's open file descriptors, from /proc."""
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def sockets(self) -> int:
+        """The process's open sockets (listeners and connections), from /proc."""
+        folder = f"/proc/{self.proc.pid}/fd"
+        count = 0
+        for name in os.listdir(folder):
+            with contextlib.suppress(FileNotFoundError):  # closed since the listing
+                count += os.readlink(f"{folder}/{name}").startswith("socket:")
+        return count
 
 
 class Programs:

@@ -40,12 +40,15 @@ def need_descriptors(count: int) -> None:
 
 def warm_up(server: Spawned) -> int:
     """Serve one client (first-use allocations are not what is measured); return the
-    server's thread count once that client is gone."""
+    server's thread count once that client is gone: its thread, if any, and its socket (the
+    server may close it a moment after the client has left)."""
+    sockets = server.sockets()
     with server.client() as client:
         client.add(b"warm up")
         with_client = server.threads()
     per_connection = server.shell.threads_per_connection
     assert eventually(lambda: server.threads() <= with_client - per_connection)
+    assert eventually(lambda: server.sockets() <= sockets)
     return server.threads()
 
 
