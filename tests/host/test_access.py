@@ -28,8 +28,8 @@ from jackrabbit_host.access import (
 from jackrabbit_host.options import parse_args
 from jackrabbit_host.tls import reload_certificates, server_context
 
-from ..support import Certs, write_certs
-from .conftest import Programs, one_line_error
+from ..support import Certs, Programs, write_certs
+from .conftest import one_line_error
 
 DIGEST = hashlib.sha256(b"secret").hexdigest()
 
