@@ -11,6 +11,7 @@ from collections.abc import Callable
 from jackrabbit_core import Config
 from jackrabbit_host import program
 
+from . import loops
 from .commands import run_add, run_take
 from .server import serve
 
@@ -20,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     return program.run(
         argv,
         "jackrabbit_asyncio",
-        serve=lambda config, ready: asyncio.run(_serve(config, ready)),
+        serve=lambda config, ready: loops.run(_serve(config, ready)),
         add=lambda command: asyncio.run(run_add(command)),
         take=lambda command: asyncio.run(run_take(command)),
     )

@@ -127,9 +127,37 @@ def test_sigterm_closes_clients_with_1001_and_the_log_stays_quiet(
     code, stderr = server.terminate()  # already exiting: the signal is harmless
     assert code == 0, stderr
     lines = stderr.strip().splitlines()
+    if spawn.shell.name == "asyncio":  # which event loop it runs on, first
+        assert re.match(r".* INFO jackrabbit\.asyncio: event loop: (uvloop|asyncio)$", lines.pop(0))
     pattern = re.compile(r".* INFO jackrabbit\.\w+: connection ([12]) (from .*|closed)$")
     assert all(pattern.match(line) for line in lines), stderr
     assert len(lines) == 4, stderr
+
+
+@pytest.mark.parametrize("chosen", ["default", "asyncio"])
+def test_the_asyncio_shell_runs_on_uvloop_when_installed_and_asked(
+    spawn: Spawner, chosen: str
+) -> None:
+    """The ``uvloop`` extra: the asyncio shell runs on uvloop's loop when it is installed, on
+    the standard one with ``JACKRABBIT_LOOP=asyncio``; both serve (the conformance suite runs
+    the default, the in-process shell tests the standard loop)."""
+    if spawn.shell.name != "asyncio":
+        pytest.skip("only the asyncio shell has an event loop to choose")
+    env = {"JACKRABBIT_LOG": "info"}
+    if chosen == "asyncio":
+        env["JACKRABBIT_LOOP"] = "asyncio"
+    server = spawn(env=env)
+    with server.client() as producer:
+        assert producer.add(b"served") == 1
+    code, stderr = server.terminate()
+    assert code == 0, stderr
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        expected = "asyncio"
+    else:
+        expected = "uvloop" if chosen == "default" else "asyncio"
+    assert f"event loop: {expected}" in stderr
 
 
 def _garbage(port: int, data: bytes) -> None:
