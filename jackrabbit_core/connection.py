@@ -41,7 +41,7 @@ from .frames import (
     FrameReader,
     TooBig,
     Unmasker,
-    binary_frame,
+    binary_header,
     close_frame,
     control_frame,
 )
@@ -406,7 +406,13 @@ class Connection:
     def send_message(self, payload: bytes) -> None:
         """Send one binary message; silently dropped once the connection is closing."""
         if self._frames is not None and self.phase is Phase.OPEN:
-            self._out.append(binary_frame(payload))
+            out = self._out
+            size = len(payload)
+            if size < 126:  # small: one short bytes object is cheaper than two list items
+                out.append(bytes((0x82, size)) + payload)
+            else:  # large: the payload goes out as it is, after its header
+                out.append(binary_header(size))
+                out.append(payload)
 
     def ping(self) -> None:
         """Send a heartbeat ping (protocol §2.3)."""

@@ -34,7 +34,7 @@ __all__ = [
     "FrameReader",
     "TooBig",
     "Unmasker",
-    "binary_frame",
+    "binary_header",
     "close_frame",
     "control_frame",
     "unmask",
@@ -61,11 +61,12 @@ _HEADER_64: Final = struct.Struct("!BBQ")
 _LENGTH_16: Final = struct.Struct("!H")
 _LENGTH_64: Final = struct.Struct("!Q")
 
-#: ``unmask(payload, mask)``: the payload XORed with the 4-byte mask repeated.
-Unmasker = Callable[[bytes, bytes], bytes]
+#: ``unmask(payload, mask)``: the payload (any bytes-like object) XORed with the 4-byte mask
+#: repeated, as new ``bytes``.
+Unmasker = Callable[[bytes | memoryview, bytes], bytes]
 
 
-def unmask(payload: bytes, mask: bytes) -> bytes:
+def unmask(payload: bytes | memoryview, mask: bytes) -> bytes:
     """The payload XORed with the 4-byte mask repeated (RFC 6455 §5.3), in pure Python: one
     XOR of two big integers, so the loop over the bytes runs in C."""
     size = len(payload)
@@ -103,31 +104,40 @@ class FrameReader:
     broken: close with its code and read no more; so does ``TooBig``.
     """
 
-    __slots__ = ("_buffer", "_message", "_unmask", "max_message_bytes")
+    __slots__ = ("_buffer", "_message", "_offset", "_unmask", "max_message_bytes")
 
     def __init__(self, max_message_bytes: int, unmasker: Unmasker | None = None) -> None:
         self.max_message_bytes = max_message_bytes
         self._unmask = unmask if unmasker is None else unmasker
-        self._buffer: bytearray | None = None
+        #: What the peer sent that is not read yet, from ``_offset`` on: the bytes as fed while
+        #: they hold whole frames (no copy), a ``bytearray`` once a frame spans two feeds.
+        self._buffer: bytes | bytearray | None = None
+        self._offset = 0
         #: Bytes of the message whose continuation frames are awaited; None between messages.
         self._message: int | None = None
 
     def feed(self, data: bytes) -> None:
         """Bytes from the peer, in order."""
-        if self._buffer is None:
-            self._buffer = bytearray(data)
+        buffer = self._buffer
+        if buffer is None:
+            self._buffer, self._offset = data, 0
+        elif isinstance(buffer, bytearray) and not self._offset:
+            buffer += data
         else:
-            self._buffer += data
+            rest = bytearray(buffer[self._offset :])
+            rest += data
+            self._buffer, self._offset = rest, 0
 
     def next_frame(self) -> tuple[int, bool, bytes | tuple[int, str]] | None:
         """The next whole frame, or None until more bytes come."""
         buffer = self._buffer
         if buffer is None:
             return None
-        size = len(buffer)
+        at = self._offset
+        size = len(buffer) - at
         if size < 2:
             return None
-        first, second = buffer[0], buffer[1]
+        first, second = buffer[at], buffer[at + 1]
         fin = bool(first & 0x80)
         opcode = first & 0x0F
         if opcode not in _OPCODES:
@@ -142,14 +152,14 @@ class FrameReader:
         if length == 126:
             if size < 4:
                 return None
-            (length,) = _LENGTH_16.unpack_from(buffer, 2)
+            (length,) = _LENGTH_16.unpack_from(buffer, at + 2)
             if length <= 125:
                 raise FrameError("Payload length used 2 bytes when 1 would have sufficed")
             start = 4
         elif length == 127:
             if size < 10:
                 return None
-            (length,) = _LENGTH_64.unpack_from(buffer, 2)
+            (length,) = _LENGTH_64.unpack_from(buffer, at + 2)
             if length <= 0xFFFF:
                 raise FrameError("Payload length used 8 bytes when 2 would have sufficed")
             if length >> 63:
@@ -161,15 +171,17 @@ class FrameReader:
             raise FrameError("server received unexpected unmasked frame")
         if not control:
             self._check_message(opcode, length)
-        end = start + 4 + length
-        if size < end:
+        if size < start + 4 + length:
             return None
+        start += at
+        end = start + 4 + length
         mask = bytes(buffer[start : start + 4])
-        payload = self._unmask(bytes(buffer[start + 4 : end]), mask)
-        if end == size:
+        with memoryview(buffer) as view:  # unmasked straight from the buffer: one copy
+            payload = self._unmask(view[start + 4 : end], mask)
+        if end == len(buffer):
             self._buffer = None
         else:
-            del buffer[:end]
+            self._offset = end
         if opcode == CLOSE:
             return opcode, fin, _close_payload(payload)
         if not control:
@@ -209,15 +221,14 @@ def _close_payload(payload: bytes) -> tuple[int, str]:
 # -- server frames (never masked, never fragmented) -----------------------------------------
 
 
-def binary_frame(payload: bytes) -> bytes:
-    """One final binary frame: what every server message is. The header is two to ten fixed
-    bytes; the hot path of every delivery and confirmation."""
-    size = len(payload)
+def binary_header(size: int) -> bytes:
+    """The header of one final binary frame of ``size`` bytes: what every server message is
+    (two to ten fixed bytes; the payload follows it unchanged, never copied onto it)."""
     if size < 126:
-        return bytes((0x82, size)) + payload
+        return bytes((0x82, size))
     if size < 0x10000:
-        return _HEADER_16.pack(0x82, 126, size) + payload
-    return _HEADER_64.pack(0x82, 127, size) + payload
+        return _HEADER_16.pack(0x82, 126, size)
+    return _HEADER_64.pack(0x82, 127, size)
 
 
 def control_frame(opcode: int, payload: bytes = b"") -> bytes:

@@ -19,7 +19,7 @@ from jackrabbit_core.frames import (
     FrameReader,
     TooBig,
     Unmasker,
-    binary_frame,
+    binary_header,
     close_frame,
     control_frame,
     unmask,
@@ -215,7 +215,9 @@ def test_an_idle_reader_holds_no_buffer() -> None:
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
 def test_binary_frames_match_wsproto(size: int) -> None:
     payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
-    assert binary_frame(payload) == FrameProtocol(client=False, extensions=[]).send_data(payload)
+    assert (binary_header(len(payload)) + payload) == FrameProtocol(
+        client=False, extensions=[]
+    ).send_data(payload)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from jackrabbit_core.client import (
     ServerError,
     Subscribed,
 )
-from jackrabbit_core.frames import binary_frame
+from jackrabbit_core.frames import binary_header
 from jackrabbit_core.front import MAX_SCRAPES
 from jackrabbit_core.journal import CURSOR_DELAY, RETRY_FIRST, RETRY_MAX
 from jackrabbit_core.voices import V1
@@ -166,7 +166,7 @@ def test_original_dialect_add_take_gets_exact_delivery(world: World) -> None:
             "data": b"hello",
         }
     )
-    assert consumer.raw.endswith(binary_frame(delivery))
+    assert consumer.raw.endswith(binary_header(len(delivery)) + delivery)
 
 
 def original_consumer(world: World) -> Peer:
